@@ -1,0 +1,42 @@
+"""The newsletter application: create_app() builds it; nothing happens at import."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from newsletter.config import PROJECT_ROOT
+from newsletter.config import load_config
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the web application from NEWSLETTER_* variables, or a test dict."""
+    overrides = dict(test_config or {})
+    mailer = overrides.pop("MAILER", None)
+    instance_path = Path(overrides.pop("INSTANCE_PATH", PROJECT_ROOT / "instance"))
+    config = load_config(overrides, instance_path=instance_path)
+
+    app = Flask(
+        __name__,
+        template_folder=str(PROJECT_ROOT / "templates"),
+        static_folder=str(PROJECT_ROOT / "static"),
+        instance_path=str(instance_path),
+        instance_relative_config=False,
+    )
+    app.config.update(config)
+    app.config["SESSION_COOKIE_HTTPONLY"] = True
+    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    app.config["SESSION_COOKIE_SECURE"] = config["ENV"] == "production" and not config.get(
+        "TESTING"
+    )
+
+    from newsletter import db
+    from newsletter import mail
+    from newsletter import web
+
+    app.extensions["newsletter.db"] = db.Database(config["DATABASE_URL"])
+    app.extensions["newsletter.mailer"] = mailer or mail.make_mailer(config)
+    web.init_app(app)
+    return app

@@ -1,0 +1,66 @@
+"""Email addresses: validation, normalization, and header-safe names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from email_validator import EmailNotValidError
+from email_validator import validate_email
+
+MAX_ADDRESS_LENGTH = 254
+MAX_NAME_LENGTH = 200
+
+
+class InvalidAddress(ValueError):
+    """The address is not one we can mail; the message says why, for the reader."""
+
+
+class InvalidName(ValueError):
+    """The name cannot be used in an email header."""
+
+
+@dataclass(frozen=True)
+class Address:
+    key: str  # de-duplication key: the whole address lowercased
+    display: str  # as the reader typed it, with the domain normalized
+    ascii: str  # what goes on the wire: the domain in IDNA form
+
+
+def normalize_address(raw: str, *, check_deliverability: bool = False) -> Address:
+    """Validate an address and return its normalized forms, or raise InvalidAddress."""
+    if not isinstance(raw, str):
+        raise InvalidAddress("Please enter an email address.")
+    candidate = raw.strip()
+    if not candidate:
+        raise InvalidAddress("Please enter an email address.")
+    if len(candidate) > MAX_ADDRESS_LENGTH:
+        raise InvalidAddress("That email address is too long.")
+    if any(ch in candidate for ch in "\r\n\0"):
+        raise InvalidAddress("That email address contains line breaks.")
+    try:
+        info = validate_email(
+            candidate,
+            check_deliverability=check_deliverability,
+            allow_smtputf8=False,
+            allow_quoted_local=False,
+            allow_domain_literal=False,
+        )
+    except EmailNotValidError as exc:
+        raise InvalidAddress(f"That email address is not valid: {exc}") from None
+    display = info.normalized
+    ascii_form = info.ascii_email or display
+    return Address(key=display.lower(), display=display, ascii=ascii_form)
+
+
+def clean_name(raw: str | None) -> str | None:
+    """Return a name safe for headers and pages, None when blank, or raise InvalidName."""
+    if raw is None:
+        return None
+    name = raw.strip()
+    if not name:
+        return None
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidName(f"Names can be at most {MAX_NAME_LENGTH} characters.")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        raise InvalidName("Names cannot contain line breaks or control characters.")
+    return name

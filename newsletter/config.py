@@ -1,0 +1,147 @@
+"""Configuration: documented defaults, NEWSLETTER_* environment variables, start-up checks."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# Every setting the application reads, with its default. Deployment values come from
+# NEWSLETTER_<NAME> environment variables (see README "Configuration").
+DEFAULTS: dict[str, Any] = {
+    # "production" or "development"; tests pass TESTING=True instead.
+    "ENV": "production",
+    # SQLAlchemy URL; None means a SQLite file under the instance folder.
+    "DATABASE_URL": None,
+    # Signs tokens and session cookies. Required in production.
+    "SECRET_KEY": None,
+    # Public URL used in every link in emails. Required in production.
+    "BASE_URL": None,
+    # "outbox" (.eml files) or "ses".
+    "MAIL_BACKEND": "outbox",
+    # Where the outbox backend writes; None means instance/outbox.
+    "OUTBOX_DIR": None,
+    "SES_REGION": None,
+    "SES_ENDPOINT_URL": None,
+    "SES_CONFIGURATION_SET": None,
+    # Messages per second across all workers; None reads the SES account quota.
+    "SEND_RATE": None,
+    # Comma-separated SNS topic ARNs whose notifications are accepted.
+    "SNS_TOPIC_ARNS": "",
+    # Confirmation links expire after this many seconds (7 days).
+    "CONFIRM_MAX_AGE": 7 * 24 * 3600,
+    # At most this many confirmation emails per address per 24 hours.
+    "CONFIRM_EMAILS_PER_DAY": 3,
+    # Signup form posts allowed per client IP per window.
+    "SIGNUP_IP_LIMIT": 30,
+    "SIGNUP_IP_WINDOW": 600,
+    # Signup form posts allowed per address per window (beyond this: same page, nothing done).
+    "SIGNUP_ADDRESS_LIMIT": 10,
+    "SIGNUP_ADDRESS_WINDOW": 3600,
+    # email-validator DNS deliverability checks (off: no network at signup).
+    "CHECK_DELIVERABILITY": False,
+    # Largest request body accepted, in bytes (uploads of CSV files are larger: see admin).
+    "MAX_CONTENT_LENGTH": 16 * 1024 * 1024,
+    # Trust this many reverse proxies for X-Forwarded-For (0: use the socket address).
+    "PROXY_COUNT": 0,
+    # Hard bounces suppress at once; this many transient ones within the window do too.
+    "SOFT_BOUNCE_LIMIT": 3,
+    "SOFT_BOUNCE_DAYS": 15,
+}
+
+# Settings that have no default in production: start-up fails naming the variable.
+REQUIRED_IN_PRODUCTION = ("SECRET_KEY", "BASE_URL")
+
+DEVELOPMENT_SECRET_KEY = "dev-only-secret-key-do-not-use-in-production"
+DEVELOPMENT_BASE_URL = "http://127.0.0.1:5000"
+
+_INT_KEYS = {
+    "CONFIRM_MAX_AGE",
+    "CONFIRM_EMAILS_PER_DAY",
+    "SIGNUP_IP_LIMIT",
+    "SIGNUP_IP_WINDOW",
+    "SIGNUP_ADDRESS_LIMIT",
+    "SIGNUP_ADDRESS_WINDOW",
+    "MAX_CONTENT_LENGTH",
+    "PROXY_COUNT",
+    "SOFT_BOUNCE_LIMIT",
+    "SOFT_BOUNCE_DAYS",
+}
+_FLOAT_KEYS = {"SEND_RATE"}
+_BOOL_KEYS = {"CHECK_DELIVERABILITY"}
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+def _parse(key: str, raw: str) -> Any:
+    name = f"NEWSLETTER_{key}"
+    if key in _INT_KEYS:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if key in _FLOAT_KEYS:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+        if value <= 0:
+            raise ConfigError(f"{name} must be greater than 0, got {raw!r}")
+        return value
+    if key in _BOOL_KEYS:
+        lowered = raw.strip().lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off", ""}:
+            return False
+        raise ConfigError(f"{name} must be true or false, got {raw!r}")
+    return raw
+
+
+def load_config(
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+    instance_path: Path | None = None,
+) -> dict[str, Any]:
+    """Return the settings: defaults, then NEWSLETTER_* variables, then overrides."""
+    environ = os.environ if environ is None else environ
+    config = dict(DEFAULTS)
+    for key in DEFAULTS:
+        raw = environ.get(f"NEWSLETTER_{key}")
+        if raw is not None and raw != "":
+            config[key] = _parse(key, raw)
+    config.update(overrides or {})
+
+    if config["ENV"] not in {"production", "development"}:
+        raise ConfigError(
+            f"NEWSLETTER_ENV must be 'production' or 'development', got {config['ENV']!r}"
+        )
+    if config["MAIL_BACKEND"] not in {"outbox", "ses", "memory"}:
+        raise ConfigError(
+            f"NEWSLETTER_MAIL_BACKEND must be 'outbox' or 'ses', got {config['MAIL_BACKEND']!r}"
+        )
+    relaxed = config["ENV"] == "development" or config.get("TESTING")
+    if relaxed:
+        config["SECRET_KEY"] = config["SECRET_KEY"] or DEVELOPMENT_SECRET_KEY
+        config["BASE_URL"] = config["BASE_URL"] or DEVELOPMENT_BASE_URL
+    for key in REQUIRED_IN_PRODUCTION:
+        if not config[key]:
+            raise ConfigError(
+                f"NEWSLETTER_{key} is not set (required when NEWSLETTER_ENV=production)"
+            )
+    config["BASE_URL"] = config["BASE_URL"].rstrip("/")
+
+    instance = instance_path or PROJECT_ROOT / "instance"
+    if not config["DATABASE_URL"]:
+        config["DATABASE_URL"] = f"sqlite:///{instance / 'newsletter.db'}"
+    if not config["OUTBOX_DIR"]:
+        config["OUTBOX_DIR"] = str(instance / "outbox")
+    if isinstance(config["SNS_TOPIC_ARNS"], str):
+        config["SNS_TOPIC_ARNS"] = tuple(
+            arn.strip() for arn in config["SNS_TOPIC_ARNS"].split(",") if arn.strip()
+        )
+    return config

@@ -1,0 +1,306 @@
+"""Outgoing email: the one message builder and the mail backends (outbox, SES, memory)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Iterable
+from collections.abc import Mapping
+from dataclasses import dataclass
+from dataclasses import field
+from email.headerregistry import Address as HeaderAddress
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime
+from email.utils import make_msgid
+from pathlib import Path
+from typing import Any
+from typing import Protocol
+
+from newsletter import clock
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class OutgoingMessage:
+    """A complete MIME message plus what the transport needs beside it."""
+
+    sender: str  # envelope From (the list's address)
+    recipient: str  # the one envelope recipient
+    mime: EmailMessage
+    tags: dict[str, str] = field(default_factory=dict)
+    # Cached wire form; personalised issue mail may build the bytes directly.
+    raw: bytes | None = None
+
+    def as_bytes(self) -> bytes:
+        """Return the message as it goes on the wire (CRLF, lines under 998 octets)."""
+        if self.raw is None:
+            self.raw = self.mime.as_bytes(policy=SMTP)
+        return self.raw
+
+
+def _header_address(address: str, name: str | None) -> HeaderAddress:
+    local, _, domain = address.rpartition("@")
+    return HeaderAddress(display_name=name or "", username=local, domain=domain)
+
+
+def build_message(
+    *,
+    from_address: str,
+    from_name: str | None,
+    to_address: str,
+    to_name: str | None = None,
+    subject: str,
+    text: str,
+    html: str | None = None,
+    reply_to: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    list_unsubscribe_url: str | None = None,
+    list_id: str | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> OutgoingMessage:
+    """Build every outgoing message: encodings, Message-ID, Date, list headers in one place."""
+    if any(ch in subject for ch in "\r\n"):
+        raise ValueError("subject contains a line break")
+    msg = EmailMessage(policy=SMTP)
+    msg["From"] = _header_address(from_address, from_name)
+    msg["To"] = _header_address(to_address, to_name)
+    if reply_to:
+        msg["Reply-To"] = reply_to
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(clock.now())
+    msg["Message-ID"] = make_msgid(domain=from_address.rpartition("@")[2])
+    msg["MIME-Version"] = "1.0"
+    if list_id:
+        msg["List-Id"] = list_id
+    if list_unsubscribe_url:
+        # RFC 8058 one-click; the URL is kept short enough never to be RFC 2047-encoded.
+        msg["List-Unsubscribe"] = f"<{list_unsubscribe_url}>"
+        msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    for name, value in (headers or {}).items():
+        if any(ch in value for ch in "\r\n"):
+            raise ValueError(f"header {name} contains a line break")
+        msg[name] = value
+    msg.set_content(text, subtype="plain", charset="utf-8")
+    if html is not None:
+        msg.add_alternative(html, subtype="html", charset="utf-8")
+    return OutgoingMessage(
+        sender=from_address, recipient=to_address, mime=msg, tags=dict(tags or {})
+    )
+
+
+# --- Errors, classified the way the sending engine acts on them (email-standards §6.5) ---
+
+
+class MailerError(Exception):
+    """Sending failed; subclasses say what to do about it."""
+
+    code = "error"
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        if code:
+            self.code = code
+
+
+class ThrottledError(MailerError):
+    """Over the per-second rate: slow down and retry later; not a failed attempt."""
+
+
+class QuotaExceededError(MailerError):
+    """The 24-hour quota is used up: pause until it frees."""
+
+
+class AccountPausedError(MailerError):
+    """The account cannot send (paused, suspended, misconfigured): pause the send."""
+
+
+class RecipientRejectedError(MailerError):
+    """This message or recipient was rejected: mark it failed and go on."""
+
+
+class TransientError(MailerError):
+    """Network trouble or a 5xx: unknown whether it was taken; retry with back-off."""
+
+
+class Mailer(Protocol):
+    """A transport: sends one message, returns the provider's message id."""
+
+    name: str
+
+    def send(self, message: OutgoingMessage) -> str: ...
+
+
+class MemoryMailer:
+    """Keeps messages in a list (tests)."""
+
+    name = "memory"
+
+    def __init__(self) -> None:
+        self.messages: list[OutgoingMessage] = []
+        self._lock = threading.Lock()
+
+    def send(self, message: OutgoingMessage) -> str:
+        message.as_bytes()
+        with self._lock:
+            self.messages.append(message)
+        return f"memory-{uuid.uuid4().hex}"
+
+
+class OutboxMailer:
+    """Writes each message as an .eml file in a folder (development and the laptop mode)."""
+
+    name = "outbox"
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+
+    def send(self, message: OutgoingMessage) -> str:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        message_id = uuid.uuid4().hex
+        stamp = clock.now().strftime("%Y%m%dT%H%M%S%f")
+        final = self.directory / f"{stamp}-{message_id}.eml"
+        partial = final.with_suffix(".part")
+        # Write then rename, so a reader of the folder never sees half a message.
+        partial.write_bytes(message.as_bytes())
+        partial.replace(final)
+        return f"outbox-{message_id}"
+
+    def list_messages(self) -> list[Path]:
+        """Return the .eml files, newest first."""
+        if not self.directory.exists():
+            return []
+        return sorted(self.directory.glob("*.eml"), reverse=True)
+
+
+_THROTTLE_CODES = {"TooManyRequestsException", "Throttling", "ThrottlingException"}
+_ACCOUNT_CODES = {
+    "SendingPausedException",
+    "AccountSuspendedException",
+    "MailFromDomainNotVerifiedException",
+    "NotFoundException",
+    "AccountSendingPausedException",
+    "ConfigurationSetDoesNotExist",
+    "ConfigurationSetSendingPausedException",
+}
+_RECIPIENT_CODES = {"MessageRejected", "BadRequestException", "InvalidParameterValue"}
+
+
+def classify_ses_error(code: str, message: str, status: int | None) -> MailerError:
+    """Map an SES error code and message to the action the sending engine takes."""
+    text = f"{code}: {message}"
+    if "daily message quota" in message.lower() or code == "LimitExceededException":
+        return QuotaExceededError(text, code)
+    if code in _THROTTLE_CODES or status == 429:
+        return ThrottledError(text, code)
+    if code in _ACCOUNT_CODES:
+        return AccountPausedError(text, code)
+    if code in _RECIPIENT_CODES:
+        return RecipientRejectedError(text, code)
+    if status is not None and status >= 500:
+        return TransientError(text, code)
+    return RecipientRejectedError(text, code)
+
+
+class SesMailer:
+    """Sends through Amazon SES API v2 (sesv2.send_email with raw MIME)."""
+
+    name = "ses"
+
+    def __init__(
+        self,
+        *,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        configuration_set: str | None = None,
+        max_pool_connections: int = 10,
+        timeout: float = 15.0,
+        client: Any = None,
+    ) -> None:
+        self.configuration_set = configuration_set
+        if client is None:
+            import boto3
+            from botocore.config import Config
+
+            client = boto3.client(
+                "sesv2",
+                region_name=region or "us-east-1",
+                endpoint_url=endpoint_url,
+                config=Config(
+                    # Our sending engine decides every retry, so botocore makes none.
+                    retries={"total_max_attempts": 1},
+                    max_pool_connections=max_pool_connections,
+                    connect_timeout=timeout,
+                    read_timeout=timeout,
+                ),
+            )
+        self.client = client
+
+    def send(self, message: OutgoingMessage) -> str:
+        from botocore.exceptions import BotoCoreError
+        from botocore.exceptions import ClientError
+
+        kwargs: dict[str, Any] = {
+            "FromEmailAddress": message.sender,
+            "Destination": {"ToAddresses": [message.recipient]},
+            "Content": {"Raw": {"Data": message.as_bytes()}},
+        }
+        if self.configuration_set:
+            kwargs["ConfigurationSetName"] = self.configuration_set
+        if message.tags:
+            kwargs["EmailTags"] = [{"Name": k, "Value": v} for k, v in message.tags.items()]
+        try:
+            response = self.client.send_email(**kwargs)
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            raise classify_ses_error(
+                error.get("Code", "Unknown"), error.get("Message", ""), status
+            ) from exc
+        except BotoCoreError as exc:
+            raise TransientError(f"{type(exc).__name__}: {exc}", "network") from exc
+        return response["MessageId"]
+
+
+def make_mailer(config: Mapping[str, Any]) -> Mailer:
+    """Create the mail backend the configuration names."""
+    backend = config["MAIL_BACKEND"]
+    if backend == "ses":
+        return SesMailer(
+            region=config.get("SES_REGION"),
+            endpoint_url=config.get("SES_ENDPOINT_URL"),
+            configuration_set=config.get("SES_CONFIGURATION_SET"),
+        )
+    if backend == "memory":
+        return MemoryMailer()
+    return OutboxMailer(config["OUTBOX_DIR"])
+
+
+# --- Mail that waits for the commit that records it ---
+
+_DEFERRED = "newsletter.deferred_mail"
+
+
+def defer(session: Any, message: OutgoingMessage) -> None:
+    """Queue a message to go out only after the session's transaction commits."""
+    session.info.setdefault(_DEFERRED, []).append(message)
+
+
+def discard_deferred(session: Any) -> None:
+    """Drop queued messages (the transaction rolled back)."""
+    session.info.pop(_DEFERRED, None)
+
+
+def send_deferred(session: Any, mailer: Mailer) -> list[str]:
+    """Send the messages queued on a session whose transaction has committed."""
+    messages: Iterable[OutgoingMessage] = session.info.pop(_DEFERRED, [])
+    sent = []
+    for message in messages:
+        try:
+            sent.append(mailer.send(message))
+        except MailerError:
+            # The row is committed; the reader can ask again (within the cap).
+            log.exception("could not send %s to %s", message.mime["Subject"], message.recipient)
+    return sent

@@ -1,0 +1,259 @@
+"""The data model: lists, subscribers, subscriptions, issues, the delivery ledger, suppressions."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Annotated
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from newsletter import clock
+from newsletter.db import Base
+
+intpk = Annotated[int, so.mapped_column(primary_key=True)]
+created = Annotated[datetime, so.mapped_column(default=clock.now)]
+email_str = Annotated[str, so.mapped_column(sa.String(320))]
+
+
+def enum_column(enum_cls: type[enum.Enum], **kwargs: object) -> so.MappedColumn:
+    """Store an enum by value as a plain string (readable, and no native type to migrate)."""
+    return so.mapped_column(
+        sa.Enum(
+            enum_cls,
+            values_callable=lambda members: [m.value for m in members],
+            native_enum=False,
+            length=20,
+            validate_strings=True,
+        ),
+        **kwargs,
+    )
+
+
+class SubscriptionStatus(enum.StrEnum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+
+
+class IssueStatus(enum.StrEnum):
+    DRAFT = "draft"
+    SCHEDULED = "scheduled"
+    SENDING = "sending"
+    PAUSED = "paused"
+    SENT = "sent"
+    CANCELLED = "cancelled"
+
+
+class DeliveryStatus(enum.StrEnum):
+    QUEUED = "queued"  # waiting for a worker
+    SENDING = "sending"  # claimed; the SES call may be in flight
+    SENT = "sent"  # SES accepted it (ses_message_id set)
+    DELIVERED = "delivered"  # SES reported delivery to the mailbox provider
+    FAILED = "failed"  # rejected for this recipient; error says why
+    SUPPRESSED = "suppressed"  # skipped: the reader left, bounced or complained
+    UNKNOWN = "unknown"  # in flight at a crash: SES may or may not have taken it
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+
+
+class SuppressionReason(enum.StrEnum):
+    HARD_BOUNCE = "hard_bounce"
+    SOFT_BOUNCES = "soft_bounces"
+    COMPLAINT = "complaint"
+    MANUAL = "manual"
+    SES_LIST = "ses_list"
+
+
+class MailingList(Base):
+    """A publication readers subscribe to."""
+
+    __tablename__ = "mailing_list"
+
+    id: so.Mapped[intpk]
+    slug: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
+    name: so.Mapped[str] = so.mapped_column(sa.String(200))
+    from_address: so.Mapped[email_str]
+    reply_to: so.Mapped[str | None] = so.mapped_column(sa.String(320))
+    postal_address: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    description: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    created_at: so.Mapped[created]
+
+    subscriptions: so.WriteOnlyMapped[Subscription] = so.relationship(back_populates="list")
+
+
+class Subscriber(Base):
+    """A person, known by one normalized email address."""
+
+    __tablename__ = "subscriber"
+
+    id: so.Mapped[intpk]
+    # The de-duplication key: the whole address lowercased (email-validator only
+    # lowercases the domain). `display_email` keeps what the reader typed.
+    email: so.Mapped[str] = so.mapped_column(sa.String(320), unique=True)
+    display_email: so.Mapped[email_str]
+    name: so.Mapped[str | None] = so.mapped_column(sa.String(200))
+    created_at: so.Mapped[created]
+    erased_at: so.Mapped[datetime | None]
+
+    subscriptions: so.Mapped[list[Subscription]] = so.relationship(back_populates="subscriber")
+
+
+class Subscription(Base):
+    """A subscriber on a list, with its status and the proof of consent."""
+
+    __tablename__ = "subscription"
+    __table_args__ = (sa.UniqueConstraint("subscriber_id", "list_id"),)
+
+    id: so.Mapped[intpk]
+    subscriber_id: so.Mapped[int] = so.mapped_column(
+        sa.ForeignKey("subscriber.id", ondelete="CASCADE"), index=True
+    )
+    list_id: so.Mapped[int] = so.mapped_column(
+        sa.ForeignKey("mailing_list.id", ondelete="CASCADE"), index=True
+    )
+    status: so.Mapped[SubscriptionStatus] = enum_column(SubscriptionStatus, index=True)
+    created_at: so.Mapped[created]
+    status_changed_at: so.Mapped[datetime] = so.mapped_column(default=clock.now)
+    confirmed_at: so.Mapped[datetime | None]
+    unsubscribed_at: so.Mapped[datetime | None]
+    # How the subscription came about: "form", "embed", "import", "admin".
+    source: so.Mapped[str] = so.mapped_column(sa.String(32))
+    # Proof of consent: when, from which IP, on which form (or which import).
+    consent_at: so.Mapped[datetime | None]
+    consent_ip: so.Mapped[str | None] = so.mapped_column(sa.String(45))
+    consent_form: so.Mapped[str | None] = so.mapped_column(sa.String(500))
+    # Nonce carried by the current confirmation link; cleared once used, so a link works once.
+    confirm_nonce: so.Mapped[str | None] = so.mapped_column(sa.String(32))
+
+    subscriber: so.Mapped[Subscriber] = so.relationship(back_populates="subscriptions")
+    list: so.Mapped[MailingList] = so.relationship(back_populates="subscriptions")
+
+
+class SubscriptionEvent(Base):
+    """One status change of a subscription: the history shown to editors."""
+
+    __tablename__ = "subscription_event"
+
+    id: so.Mapped[intpk]
+    subscription_id: so.Mapped[int] = so.mapped_column(
+        sa.ForeignKey("subscription.id", ondelete="CASCADE"), index=True
+    )
+    status: so.Mapped[SubscriptionStatus] = enum_column(SubscriptionStatus)
+    at: so.Mapped[created]
+    # What caused it: "signup", "confirm", "unsubscribe", "one-click", "bounce", ...
+    reason: so.Mapped[str] = so.mapped_column(sa.String(64))
+    ip: so.Mapped[str | None] = so.mapped_column(sa.String(45))
+
+
+class ConfirmationEmail(Base):
+    """A confirmation email sent to an address: counted to cap them per 24 hours."""
+
+    __tablename__ = "confirmation_email"
+    __table_args__ = (
+        sa.Index("ix_confirmation_email_subscriber_sent", "subscriber_id", "sent_at"),
+    )
+
+    id: so.Mapped[intpk]
+    subscriber_id: so.Mapped[int] = so.mapped_column(
+        sa.ForeignKey("subscriber.id", ondelete="CASCADE")
+    )
+    list_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("mailing_list.id", ondelete="CASCADE"))
+    sent_at: so.Mapped[created]
+
+
+class RateLimitCounter(Base):
+    """A fixed-window hit counter shared by every web process through the database."""
+
+    __tablename__ = "rate_limit_counter"
+
+    key: so.Mapped[str] = so.mapped_column(sa.String(400), primary_key=True)
+    window_start: so.Mapped[datetime] = so.mapped_column(primary_key=True)
+    count: so.Mapped[int] = so.mapped_column(default=0)
+
+
+class Issue(Base):
+    """One issue of a list, compiled once when the send is created."""
+
+    __tablename__ = "issue"
+    __table_args__ = (sa.UniqueConstraint("list_id", "slug"),)
+
+    id: so.Mapped[intpk]
+    list_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("mailing_list.id"), index=True)
+    slug: so.Mapped[str] = so.mapped_column(sa.String(200))
+    title: so.Mapped[str] = so.mapped_column(sa.String(500))
+    subject: so.Mapped[str] = so.mapped_column(sa.String(500))
+    issue_date: so.Mapped[datetime]
+    status: so.Mapped[IssueStatus] = enum_column(IssueStatus, index=True)
+    # The YAML as sent, and the compiled parts with per-reader placeholders: later
+    # edits of the file change nothing already sending.
+    source_yaml: so.Mapped[str] = so.mapped_column(sa.Text)
+    compiled_html: so.Mapped[str] = so.mapped_column(sa.Text)
+    compiled_text: so.Mapped[str] = so.mapped_column(sa.Text)
+    created_at: so.Mapped[created]
+    scheduled_at: so.Mapped[datetime | None]
+    started_at: so.Mapped[datetime | None]
+    finished_at: so.Mapped[datetime | None]
+    paused_reason: so.Mapped[str | None] = so.mapped_column(sa.Text)
+
+    list: so.Mapped[MailingList] = so.relationship()
+
+
+class Delivery(Base):
+    """The ledger: one row per issue and reader, recording what happened to that email."""
+
+    __tablename__ = "delivery"
+    __table_args__ = (
+        sa.UniqueConstraint("issue_id", "subscriber_id"),
+        sa.Index("ix_delivery_issue_status", "issue_id", "status"),
+    )
+
+    id: so.Mapped[intpk]
+    issue_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("issue.id", ondelete="CASCADE"))
+    subscriber_id: so.Mapped[int] = so.mapped_column(
+        sa.ForeignKey("subscriber.id", ondelete="CASCADE"), index=True
+    )
+    subscription_id: so.Mapped[int | None] = so.mapped_column(
+        sa.ForeignKey("subscription.id", ondelete="SET NULL")
+    )
+    status: so.Mapped[DeliveryStatus] = enum_column(DeliveryStatus)
+    attempts: so.Mapped[int] = so.mapped_column(default=0)
+    claimed_by: so.Mapped[str | None] = so.mapped_column(sa.String(100))
+    claimed_at: so.Mapped[datetime | None]
+    # Not before this time (retry back-off after throttling or a network error).
+    retry_at: so.Mapped[datetime | None]
+    sent_at: so.Mapped[datetime | None]
+    updated_at: so.Mapped[datetime] = so.mapped_column(default=clock.now, onupdate=clock.now)
+    # SendEmail's MessageId: bounces, complaints and deliveries are matched on it.
+    ses_message_id: so.Mapped[str | None] = so.mapped_column(sa.String(200), unique=True)
+    error: so.Mapped[str | None] = so.mapped_column(sa.Text)
+
+    issue: so.Mapped[Issue] = so.relationship()
+    subscriber: so.Mapped[Subscriber] = so.relationship()
+
+
+class Suppression(Base):
+    """An address that is never mailed, whatever list it is on."""
+
+    __tablename__ = "suppression"
+
+    id: so.Mapped[intpk]
+    email: so.Mapped[str] = so.mapped_column(sa.String(320), unique=True)
+    reason: so.Mapped[SuppressionReason] = enum_column(SuppressionReason)
+    detail: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    created_at: so.Mapped[created]
+
+
+class User(Base):
+    """An editor account for the web console."""
+
+    __tablename__ = "user_account"
+
+    id: so.Mapped[intpk]
+    email: so.Mapped[str] = so.mapped_column(sa.String(320), unique=True)
+    password_hash: so.Mapped[str] = so.mapped_column(sa.String(255))
+    created_at: so.Mapped[created]
+    last_login_at: so.Mapped[datetime | None]

@@ -1,0 +1,419 @@
+"""Shared fixtures: app, client, runner, db session, outbox, clock, factories, real servers.
+
+Every test that uses `app` runs on SQLite and on PostgreSQL. Set
+NEWSLETTER_TEST_BACKENDS=sqlite for a quick local run; CI runs both.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+from collections.abc import Callable
+from collections.abc import Iterator
+from datetime import UTC
+from datetime import datetime
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+from click.testing import CliRunner
+from flask import Flask
+
+from newsletter import clock as clock_module
+from newsletter import create_app
+from newsletter import migrations
+from newsletter.cli import CliState
+from newsletter.cli import main as cli_main
+from newsletter.db import Base
+from newsletter.db import make_engine
+from newsletter.mail import MemoryMailer
+from newsletter.models import MailingList
+from newsletter.models import Subscriber
+from newsletter.models import Subscription
+from newsletter.models import SubscriptionStatus
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+BASE_URL = "https://news.example.com"
+SECRET_KEY = "test-secret-key-0123456789abcdef"
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+PG_URL = os.environ.get(
+    "NEWSLETTER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/newsletter_test"
+)
+BACKENDS = [
+    b.strip()
+    for b in os.environ.get("NEWSLETTER_TEST_BACKENDS", "sqlite,postgresql").split(",")
+    if b.strip()
+]
+
+
+# --- No network beyond loopback -------------------------------------------------------
+
+_real_connect = socket.socket.connect
+
+
+def _loopback_only(self: socket.socket, address: Any) -> Any:
+    if self.family in (socket.AF_INET, socket.AF_INET6):
+        host = address[0]
+        if host not in {"localhost", "::1"} and not str(host).startswith("127."):
+            raise RuntimeError(f"tests may not reach {host}: only loopback is allowed")
+    return _real_connect(self, address)
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(socket.socket, "connect", _loopback_only)
+
+
+# --- Databases --------------------------------------------------------------------------
+
+
+def _postgres_ready(url: str) -> str | None:
+    """Create the test database if needed; return None when ready, else the reason."""
+    database = sa.engine.make_url(url).database
+    admin = make_engine(str(sa.engine.make_url(url).set(database="postgres")))
+    try:
+        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            exists = conn.scalar(
+                sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": database}
+            )
+            if not exists:
+                conn.exec_driver_sql(f'CREATE DATABASE "{database}"')
+    except sa.exc.OperationalError as exc:
+        return str(exc.orig).strip().splitlines()[0]
+    finally:
+        admin.dispose()
+    return None
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file, copied for each test (faster than migrating each time)."""
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    engine = make_engine(f"sqlite:///{path}")
+    migrations.upgrade(engine)
+    engine.dispose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The migrated PostgreSQL test database's URL."""
+    reason = _postgres_ready(PG_URL)
+    if reason:
+        if IN_CI:
+            pytest.fail(f"PostgreSQL is required in CI: {reason}")
+        pytest.skip(f"PostgreSQL not reachable ({reason}); .ci/run starts it")
+    engine = make_engine(PG_URL)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP SCHEMA public CASCADE")
+        conn.exec_driver_sql("CREATE SCHEMA public")
+    migrations.upgrade(engine)
+    engine.dispose()
+    return PG_URL
+
+
+def _truncate_all(url: str) -> None:
+    engine = make_engine(url)
+    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+    engine.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A clean, migrated database: a fresh SQLite file, or the emptied PostgreSQL one."""
+    if request.param == "sqlite":
+        path = tmp_path / "newsletter.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        return f"sqlite:///{path}"
+    url = request.getfixturevalue("postgres_url")
+    _truncate_all(url)
+    return url
+
+
+# --- Application ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def outbox() -> MemoryMailer:
+    """Messages the app sent, in order (the app's mail backend in tests)."""
+    return MemoryMailer()
+
+
+@pytest.fixture
+def app_config(database_url: str, tmp_path: Path, outbox: MemoryMailer) -> dict[str, Any]:
+    """The settings `app` is built from; tests may change them before using `app`."""
+    return {
+        "TESTING": True,
+        "ENV": "production",
+        "DATABASE_URL": database_url,
+        "SECRET_KEY": SECRET_KEY,
+        "BASE_URL": BASE_URL,
+        "MAIL_BACKEND": "memory",
+        "MAILER": outbox,
+        "INSTANCE_PATH": str(tmp_path / "instance"),
+        "OUTBOX_DIR": str(tmp_path / "outbox"),
+        "WTF_CSRF_ENABLED": True,
+    }
+
+
+@pytest.fixture
+def app(app_config: dict[str, Any]) -> Iterator[Flask]:
+    """The application on a clean database with an in-memory mail backend."""
+    application = create_app(app_config)
+    yield application
+    application.extensions["newsletter.db"].dispose()
+
+
+@pytest.fixture
+def client(app: Flask):
+    """A test client for the app."""
+    return app.test_client()
+
+
+class CliResult:
+    def __init__(self, result: Any) -> None:
+        self.exit_code = result.exit_code
+        self.output = result.output
+        self.stdout = result.stdout
+        self.stderr = result.stderr
+        self.exception = result.exception
+
+
+@pytest.fixture
+def runner(app: Flask) -> Callable[..., CliResult]:
+    """Run a `newsletter` command against the test app: runner("lists", "create", ...)."""
+
+    def invoke(*args: str, input: str | None = None) -> CliResult:
+        result = CliRunner().invoke(cli_main, list(args), obj=CliState(app), input=input)
+        return CliResult(result)
+
+    return invoke
+
+
+@pytest.fixture
+def db_session(app: Flask) -> Iterator[so.Session]:
+    """A session on the test database; tests commit what they set up."""
+    session = app.extensions["newsletter.db"].session()
+    yield session
+    session.rollback()
+    session.close()
+
+
+class Clock:
+    """A controllable clock: starts at a fixed instant and moves only when told."""
+
+    def __init__(self, start: datetime) -> None:
+        self.current = start
+
+    def __call__(self) -> datetime:
+        return self.current
+
+    def advance(self, **kwargs: float) -> datetime:
+        self.current += timedelta(**kwargs)
+        return self.current
+
+
+@pytest.fixture
+def clock() -> Iterator[Clock]:
+    """Freeze newsletter.clock at 2026-03-02 09:00 UTC; `clock.advance(days=1)` moves it."""
+    fake = Clock(datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
+    clock_module.set_source(fake)
+    yield fake
+    clock_module.set_source(None)
+
+
+# --- Factories --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def make_list(db_session: so.Session) -> Callable[..., MailingList]:
+    """Create and commit a list: make_list(slug="weekly", name=..., ...)."""
+
+    def _make(**overrides: Any) -> MailingList:
+        values = {
+            "slug": "weekly",
+            "name": "o11y weekly",
+            "from_address": "news@example.com",
+            "postal_address": "1 Example Street, 10115 Berlin, Germany",
+        }
+        values.update(overrides)
+        mailing_list = MailingList(**values)
+        db_session.add(mailing_list)
+        db_session.commit()
+        return mailing_list
+
+    return _make
+
+
+@pytest.fixture
+def make_subscriber(db_session: so.Session) -> Callable[..., Subscription]:
+    """Create and commit a subscription: make_subscriber(mailing_list, email=..., status=...)."""
+    counter = iter(range(1, 10**9))
+
+    def _make(
+        mailing_list: MailingList,
+        email: str | None = None,
+        name: str | None = "René Luçon",
+        status: SubscriptionStatus = SubscriptionStatus.ACTIVE,
+        **overrides: Any,
+    ) -> Subscription:
+        email = email or f"reader{next(counter)}@example.com"
+        subscriber = db_session.scalar(
+            sa.select(Subscriber).where(Subscriber.email == email.lower())
+        )
+        if subscriber is None:
+            subscriber = Subscriber(email=email.lower(), display_email=email, name=name)
+            db_session.add(subscriber)
+            db_session.flush()
+        now = clock_module.now()
+        values: dict[str, Any] = {
+            "subscriber_id": subscriber.id,
+            "list_id": mailing_list.id,
+            "status": status,
+            "source": "form",
+            "consent_at": now,
+            "consent_ip": "192.0.2.1",
+            "consent_form": "test",
+            "confirmed_at": now if status is SubscriptionStatus.ACTIVE else None,
+        }
+        values.update(overrides)
+        subscription = Subscription(**values)
+        db_session.add(subscription)
+        db_session.commit()
+        return subscription
+
+    return _make
+
+
+# --- Real servers on loopback -----------------------------------------------------------
+
+
+def free_port() -> int:
+    """Return a free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """A real SES-compatible HTTP server (moto in server mode); yields its URL."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def moto_ses(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoSes]:
+    """moto reset, with dummy credentials and the sender domain verified."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    ses = MotoSes(moto_server)
+    ses.reset()
+    ses.verify("example.com")
+    yield ses
+    ses.reset()
+
+
+class MotoSes:
+    """Talk to the moto server: verify identities, read back sent raw messages."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def reset(self) -> None:
+        import urllib.request
+
+        urllib.request.urlopen(urllib.request.Request(f"{self.url}/moto-api/reset", method="POST"))
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "sesv2",
+            region_name="us-east-1",
+            endpoint_url=self.url,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    def verify(self, identity: str) -> None:
+        self.client().create_email_identity(EmailIdentity=identity)
+
+    def sent_messages(self) -> list[dict[str, Any]]:
+        """Return every raw message moto received: {id, source, destinations, raw_data}."""
+        import json
+        import urllib.request
+
+        with urllib.request.urlopen(f"{self.url}/moto-api/data.json") as response:
+            data = json.load(response)
+        return list(data.get("ses", {}).get("RawMessage", []))
+
+
+@pytest.fixture
+def live_server(app: Flask) -> Iterator[str]:
+    """Serve the app over real HTTP on loopback in a thread; yields the base URL."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(timeout=5)
+
+
+# --- Browser ----------------------------------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Headless Debian Chromium driven by Playwright."""
+    if not Path(CHROMIUM).exists():
+        if IN_CI:
+            pytest.fail("Chromium is required in CI (.ci/run installs Debian's chromium)")
+        pytest.skip("Chromium not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A fresh browser page; a screenshot is kept in test-artifacts/ after the test."""
+    context = browser.new_context()
+    tab = context.new_page()
+    yield tab
+    ARTIFACTS.mkdir(exist_ok=True)
+    name = request.node.name.replace("/", "_").replace("[", "-").replace("]", "")
+    try:
+        tab.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    finally:
+        context.close()
