@@ -1,0 +1,479 @@
+"""The reader's path: subscribe (double opt-in), confirm, unsubscribe, resubscribe.
+
+Every function takes the request's session and queues its mail with newsletter.mail.defer,
+so nothing is sent unless the edge commits. Every status change writes a SubscriptionEvent.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import lru_cache
+from typing import Any
+
+import jinja2
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from newsletter import clock
+from newsletter import mail
+from newsletter import ratelimits
+from newsletter import tokens
+from newsletter.addresses import Address
+from newsletter.addresses import InvalidAddress
+from newsletter.addresses import InvalidName
+from newsletter.addresses import clean_name
+from newsletter.addresses import normalize_address
+from newsletter.composer.mjml import compile_mjml
+from newsletter.config import PROJECT_ROOT
+from newsletter.errors import NewsletterError
+from newsletter.lists import list_id_header
+from newsletter.models import ConfirmationEmail
+from newsletter.models import MailingList
+from newsletter.models import Subscriber
+from newsletter.models import Subscription
+from newsletter.models import SubscriptionEvent
+from newsletter.models import SubscriptionStatus
+from newsletter.models import Suppression
+
+# A reader who unsubscribed (or was one-clicked out by a mail provider) can undo it from
+# the same link for this long; after that, coming back takes a new double opt-in.
+UNDO_WINDOW = timedelta(days=30)
+CAP_PERIOD = timedelta(hours=24)
+MAX_FORM_LENGTH = 500
+SOURCES = frozenset({"form", "embed", "import", "admin"})
+
+
+class SignupError(NewsletterError):
+    """The signup form was filled in wrongly; the message tells the reader what to fix."""
+
+
+class TokenAlreadyUsed(tokens.InvalidToken):
+    """The confirmation link was used already (it works once)."""
+
+    status_code = 410
+
+
+class SubscriptionGone(NewsletterError):
+    """The subscription a valid link points at no longer exists (erased)."""
+
+    status_code = 410
+
+
+class SignupOutcome(enum.StrEnum):
+    """What a signup did. The reader sees the same page for every outcome (no enumeration)."""
+
+    SENT = "sent"  # a confirmation email is queued
+    CAPPED = "capped"  # the address had its confirmation emails for today
+    ALREADY_ACTIVE = "already_active"  # nothing to do
+    SUPPRESSED = "suppressed"  # suppressed, bounced or complained: never mailed
+    RATE_LIMITED = "rate_limited"  # too many posts for this address: nothing done
+    REFUSED = "refused"  # not reopened (e.g. an import of someone who unsubscribed)
+    RESTORED = "restored"  # an unsubscribe undone from the reader's own link
+
+
+@dataclass(frozen=True)
+class SignupResult:
+    outcome: SignupOutcome
+    subscription: Subscription | None = None
+
+
+# --- Signup ------------------------------------------------------------------------------
+
+
+def subscribe(
+    session: so.Session,
+    mailing_list: MailingList,
+    *,
+    email: str,
+    name: str | None,
+    source: str,
+    ip: str | None,
+    form: str | None,
+    config: Mapping[str, Any],
+) -> SignupResult:
+    """Record a signup as pending and queue a confirmation email (within the daily cap)."""
+    address, clean = _validate(email, name, config)
+    if is_suppressed(session, address):
+        return SignupResult(SignupOutcome.SUPPRESSED)
+    limit = ratelimits.hit(
+        session,
+        address_limit_key(address.key),
+        limit=config["SIGNUP_ADDRESS_LIMIT"],
+        window=config["SIGNUP_ADDRESS_WINDOW"],
+    )
+    if not limit.allowed:
+        return SignupResult(SignupOutcome.RATE_LIMITED)
+    subscriber = lock_subscriber(session, address, clean)
+    return request_confirmation(
+        session, subscriber, mailing_list, source=source, ip=ip, form=form, config=config
+    )
+
+
+def _validate(email: str | None, name: str | None, config: Mapping[str, Any]) -> tuple:
+    if email is None or not email.strip():
+        raise SignupError("Please enter your email address.")
+    try:
+        address = normalize_address(
+            email, check_deliverability=bool(config.get("CHECK_DELIVERABILITY"))
+        )
+    except InvalidAddress as exc:
+        raise SignupError(str(exc)) from None
+    try:
+        clean = clean_name(name)
+    except InvalidName as exc:
+        raise SignupError(str(exc)) from None
+    return address, clean
+
+
+def address_limit_key(address_key: str) -> str:
+    """Return the rate-limit key of an address (hashed: the table keeps no addresses)."""
+    return "signup-address:" + hashlib.sha256(address_key.encode()).hexdigest()[:32]
+
+
+def is_suppressed(session: so.Session, address: Address) -> bool:
+    """Tell whether an address is on the suppression list."""
+    keys = {address.key, address.ascii.lower()}
+    return session.scalar(sa.select(Suppression.id).where(Suppression.email.in_(keys))) is not None
+
+
+def _insert(session: so.Session, model: type) -> Any:
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(model)
+
+
+def lock_subscriber(session: so.Session, address: Address, name: str | None) -> Subscriber:
+    """Create the subscriber if new, then lock its row until the transaction ends.
+
+    The insert-or-nothing followed by SELECT ... FOR UPDATE serialises concurrent signups
+    of one address on PostgreSQL (SQLite serialises all writers with BEGIN IMMEDIATE), so
+    the cap below counts every confirmation email committed before.
+    """
+    session.execute(
+        _insert(session, Subscriber)
+        .values(email=address.key, display_email=address.display, name=name, created_at=clock.now())
+        .on_conflict_do_nothing(index_elements=["email"])
+    )
+    subscriber = session.scalar(
+        sa.select(Subscriber)
+        .where(Subscriber.email == address.key)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    assert subscriber is not None  # inserted above or already there
+    return subscriber
+
+
+def request_confirmation(
+    session: so.Session,
+    subscriber: Subscriber,
+    mailing_list: MailingList,
+    *,
+    source: str,
+    ip: str | None,
+    form: str | None,
+    config: Mapping[str, Any],
+    reopen_unsubscribed: bool = True,
+) -> SignupResult:
+    """Put a subscriber on a list as pending and queue a confirmation email.
+
+    Also the entry point for double opt-in imports. Respects the suppression list, bounced
+    and complained subscriptions, and CONFIRM_EMAILS_PER_DAY per address (counted from
+    ConfirmationEmail rows under a lock on the subscriber row). With reopen_unsubscribed
+    False an unsubscribed reader is left alone (REFUSED).
+    """
+    if source not in SOURCES:
+        raise ValueError(f"unknown source {source!r}")
+    # Lock (again, harmlessly) for callers that did not come through lock_subscriber.
+    session.execute(
+        sa.select(Subscriber.id).where(Subscriber.id == subscriber.id).with_for_update()
+    )
+    address = normalize_address(subscriber.display_email)
+    if is_suppressed(session, address):
+        return SignupResult(SignupOutcome.SUPPRESSED)
+
+    now = clock.now()
+    subscription = session.scalar(
+        sa.select(Subscription).where(
+            Subscription.subscriber_id == subscriber.id,
+            Subscription.list_id == mailing_list.id,
+        )
+    )
+    if subscription is None:
+        subscription = Subscription(
+            subscriber_id=subscriber.id,
+            list_id=mailing_list.id,
+            status=SubscriptionStatus.PENDING,
+            created_at=now,
+            status_changed_at=now,
+            source=source,
+        )
+        session.add(subscription)
+        _consent(subscription, source, ip, form, now)
+        session.flush()
+        _event(session, subscription, "signup", ip)
+    elif subscription.status in (SubscriptionStatus.BOUNCED, SubscriptionStatus.COMPLAINED):
+        return SignupResult(SignupOutcome.SUPPRESSED, subscription)
+    elif subscription.status is SubscriptionStatus.ACTIVE:
+        return SignupResult(SignupOutcome.ALREADY_ACTIVE, subscription)
+    elif subscription.status is SubscriptionStatus.UNSUBSCRIBED:
+        if not reopen_unsubscribed:
+            return SignupResult(SignupOutcome.REFUSED, subscription)
+        _set_status(session, subscription, SubscriptionStatus.PENDING, "signup", ip, now)
+        subscription.source = source
+        subscription.confirm_nonce = None  # a new opt-in gets a new link
+        _consent(subscription, source, ip, form, now)
+    else:  # pending: a reminder, with the latest request as the proof
+        _consent(subscription, source, ip, form, now)
+
+    sent_today = session.scalar(
+        sa.select(sa.func.count(ConfirmationEmail.id)).where(
+            ConfirmationEmail.subscriber_id == subscriber.id,
+            ConfirmationEmail.sent_at > now - CAP_PERIOD,
+        )
+    )
+    if sent_today >= config["CONFIRM_EMAILS_PER_DAY"]:
+        session.flush()
+        return SignupResult(SignupOutcome.CAPPED, subscription)
+
+    if subscription.confirm_nonce is None:
+        subscription.confirm_nonce = tokens.new_nonce()
+    session.add(
+        ConfirmationEmail(subscriber_id=subscriber.id, list_id=mailing_list.id, sent_at=now)
+    )
+    session.flush()
+    mail.defer(
+        session, confirmation_message(subscription, subscriber, mailing_list, address, config)
+    )
+    return SignupResult(SignupOutcome.SENT, subscription)
+
+
+def _consent(
+    subscription: Subscription, source: str, ip: str | None, form: str | None, now: Any
+) -> None:
+    subscription.consent_at = now
+    subscription.consent_ip = (ip or "")[:45] or None
+    subscription.consent_form = (form or "")[:MAX_FORM_LENGTH] or None
+
+
+def _event(session: so.Session, subscription: Subscription, reason: str, ip: str | None) -> None:
+    session.add(
+        SubscriptionEvent(
+            subscription_id=subscription.id,
+            status=subscription.status,
+            at=clock.now(),
+            reason=reason,
+            ip=(ip or "")[:45] or None,
+        )
+    )
+
+
+def _set_status(
+    session: so.Session,
+    subscription: Subscription,
+    status: SubscriptionStatus,
+    reason: str,
+    ip: str | None,
+    now: Any,
+) -> None:
+    subscription.status = status
+    subscription.status_changed_at = now
+    _event(session, subscription, reason, ip)
+
+
+# --- The confirmation email ---------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _templates() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(PROJECT_ROOT / "templates")),
+        autoescape=lambda name: bool(name) and name.endswith(".mjml.j2"),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+
+
+_URL_PLACEHOLDER = "https://confirm.invalid/__CONFIRM_URL__"
+
+
+@lru_cache(maxsize=64)
+def _compiled_html(list_name: str, postal_address: str | None, max_age_days: int) -> str:
+    # MJML compilation takes tens of milliseconds: compile once per list and splice the
+    # reader's link in (it holds only URL-safe characters, so no escaping changes it).
+    source = (
+        _templates()
+        .get_template("email/confirm.mjml.j2")
+        .render(
+            list_name=list_name,
+            postal_address=postal_address,
+            confirm_url=_URL_PLACEHOLDER,
+            max_age_days=max_age_days,
+        )
+    )
+    return compile_mjml(source)
+
+
+def confirm_url(config: Mapping[str, Any], subscription: Subscription) -> str:
+    """Return the confirmation link for a pending subscription's current nonce."""
+    token = tokens.make_confirm_token(
+        config["SECRET_KEY"], subscription.id, subscription.confirm_nonce or ""
+    )
+    return f"{config['BASE_URL']}/confirm/{token}"
+
+
+def confirmation_message(
+    subscription: Subscription,
+    subscriber: Subscriber,
+    mailing_list: MailingList,
+    address: Address,
+    config: Mapping[str, Any],
+) -> mail.OutgoingMessage:
+    """Build the confirmation email (transactional: no List-Unsubscribe)."""
+    url = confirm_url(config, subscription)
+    max_age_days = max(1, round(config["CONFIRM_MAX_AGE"] / 86400))
+    html = _compiled_html(mailing_list.name, mailing_list.postal_address, max_age_days)
+    text = (
+        _templates()
+        .get_template("email/confirm.txt.j2")
+        .render(
+            list_name=mailing_list.name,
+            postal_address=mailing_list.postal_address,
+            confirm_url=url,
+            max_age_days=max_age_days,
+        )
+    )
+    return mail.build_message(
+        from_address=mailing_list.from_address,
+        from_name=mailing_list.name,
+        to_address=address.ascii,
+        to_name=subscriber.name,
+        subject=f"Please confirm your subscription to {mailing_list.name}",
+        text=text,
+        html=html.replace(_URL_PLACEHOLDER, url),
+        reply_to=mailing_list.reply_to,
+        list_id=list_id_header(mailing_list, config["BASE_URL"]),
+        headers={"Auto-Submitted": "auto-generated"},
+        tags={"kind": "confirmation", "list": mailing_list.slug},
+    )
+
+
+# --- Confirm ------------------------------------------------------------------------------
+
+
+def pending_for_token(
+    session: so.Session, token: str, config: Mapping[str, Any], *, lock: bool = False
+) -> Subscription:
+    """Return the pending subscription a confirmation link is for, or raise InvalidToken."""
+    subscription_id, nonce = tokens.read_confirm_token(
+        config["SECRET_KEY"], token, config["CONFIRM_MAX_AGE"]
+    )
+    subscription = session.get(Subscription, subscription_id, with_for_update=lock)
+    if subscription is None:
+        raise tokens.InvalidToken("This confirmation link is not valid any more.")
+    current = subscription.confirm_nonce
+    if current is None or not hmac.compare_digest(current, nonce):
+        if subscription.status is SubscriptionStatus.ACTIVE:
+            raise TokenAlreadyUsed(
+                "This confirmation link has been used already: you are subscribed."
+            )
+        raise TokenAlreadyUsed("This confirmation link has been used already or was replaced.")
+    if subscription.status is not SubscriptionStatus.PENDING:
+        raise tokens.InvalidToken("This subscription is not waiting for a confirmation.")
+    return subscription
+
+
+def confirm(
+    session: so.Session, token: str, *, ip: str | None, config: Mapping[str, Any]
+) -> Subscription:
+    """Make a pending subscription active; the link works once."""
+    subscription = pending_for_token(session, token, config, lock=True)
+    now = clock.now()
+    subscription.confirm_nonce = None
+    subscription.confirmed_at = now
+    subscription.unsubscribed_at = None
+    _set_status(session, subscription, SubscriptionStatus.ACTIVE, "confirm", ip, now)
+    session.flush()
+    return subscription
+
+
+# --- Unsubscribe and resubscribe --------------------------------------------------------------
+
+
+def subscription_for_unsubscribe_token(
+    session: so.Session, token: str, config: Mapping[str, Any], *, lock: bool = False
+) -> Subscription:
+    """Return the subscription an unsubscribe link is for, or raise InvalidToken/Gone."""
+    subscription_id = tokens.read_unsubscribe_token(config["SECRET_KEY"], token)
+    subscription = session.get(Subscription, subscription_id, with_for_update=lock)
+    if subscription is None:
+        raise SubscriptionGone("This address is no longer on our lists: nothing more to do.")
+    return subscription
+
+
+def unsubscribe(
+    session: so.Session,
+    token: str,
+    *,
+    reason: str,
+    ip: str | None,
+    config: Mapping[str, Any],
+) -> Subscription:
+    """Unsubscribe at once (idempotent); bounced and complained stay as they are."""
+    subscription = subscription_for_unsubscribe_token(session, token, config, lock=True)
+    if subscription.status in (SubscriptionStatus.ACTIVE, SubscriptionStatus.PENDING):
+        now = clock.now()
+        subscription.unsubscribed_at = now
+        # An old confirmation link must not bring the reader back.
+        subscription.confirm_nonce = None
+        _set_status(session, subscription, SubscriptionStatus.UNSUBSCRIBED, reason, ip, now)
+        session.flush()
+    return subscription
+
+
+def resubscribe(
+    session: so.Session, token: str, *, ip: str | None, config: Mapping[str, Any]
+) -> SignupResult:
+    """Undo an unsubscribe from the reader's own link.
+
+    The link came in an email to the reader, so a POST from its page within UNDO_WINDOW of
+    a confirmed subscription's unsubscribe restores it at once (an undo after a mistaken
+    click). Later, or if the reader never confirmed, it takes a new double opt-in.
+    """
+    subscription = subscription_for_unsubscribe_token(session, token, config, lock=True)
+    if subscription.status is not SubscriptionStatus.UNSUBSCRIBED:
+        outcome = (
+            SignupOutcome.ALREADY_ACTIVE
+            if subscription.status in (SubscriptionStatus.ACTIVE, SubscriptionStatus.PENDING)
+            else SignupOutcome.SUPPRESSED
+        )
+        return SignupResult(outcome, subscription)
+    subscriber = subscription.subscriber
+    now = clock.now()
+    undo = (
+        subscription.confirmed_at is not None
+        and subscription.unsubscribed_at is not None
+        and now - subscription.unsubscribed_at <= UNDO_WINDOW
+        and not is_suppressed(session, normalize_address(subscriber.display_email))
+    )
+    if not undo:
+        return request_confirmation(
+            session,
+            subscriber,
+            subscription.list,
+            source=subscription.source if subscription.source in SOURCES else "form",
+            ip=ip,
+            form="resubscribe link",
+            config=config,
+        )
+    subscription.unsubscribed_at = None
+    _set_status(session, subscription, SubscriptionStatus.ACTIVE, "resubscribe", ip, now)
+    session.flush()
+    return SignupResult(SignupOutcome.RESTORED, subscription)
