@@ -343,3 +343,45 @@ def test_bad_signups_raise_and_store_nothing(signup, db_session, outbox, address
     db_session.rollback()
     assert db_session.scalar(sa.select(sa.func.count(Subscription.id))) == 0
     assert outbox.messages == []
+
+
+def test_concurrent_confirmation_requests_respect_the_cap(app, weekly, make_subscriber):
+    """Twenty transactions at once (signups, an import) for one address: three emails."""
+    import threading
+
+    from newsletter.mail import MemoryMailer
+
+    subscriber_id = make_subscriber(weekly, status=SubscriptionStatus.PENDING).subscriber_id
+    database = app.extensions["newsletter.db"]
+    sent = MemoryMailer()
+    threads = 20
+    barrier = threading.Barrier(threads)
+
+    def worker():
+        session = database.session()
+        try:
+            barrier.wait()
+            subscriber = session.get(Subscriber, subscriber_id)
+            mailing_list = session.merge(weekly, load=False)
+            subscriptions.request_confirmation(
+                session,
+                subscriber,
+                mailing_list,
+                source="import",
+                ip=None,
+                form=None,
+                config=app.config,
+            )
+            session.commit()
+            mail.send_deferred(session, sent)
+        finally:
+            session.close()
+
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    assert len(sent.messages) == 3
+    with database.transaction() as session:
+        assert session.scalar(sa.select(sa.func.count(ConfirmationEmail.id))) == 3
