@@ -11,6 +11,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from newsletter import clock
+from newsletter.db import Database
 from newsletter.models import RateLimitCounter
 
 
@@ -62,6 +63,19 @@ def hit(session: so.Session, key: str, *, limit: int, window: int) -> RateLimit:
         )
     retry_after = max(1, int((start + timedelta(seconds=window) - now).total_seconds()))
     return RateLimit(allowed=count <= limit, count=count, limit=limit, retry_after=retry_after)
+
+
+def hit_alone(database: Database, key: str, *, limit: int, window: int) -> RateLimit:
+    """Count a hit in a transaction of its own, committed at once (per-IP limits).
+
+    Every attempt counts, even one that fails later, and no row lock is held while the
+    request runs. On PostgreSQL the commit does not wait for the disk: a counter lost in
+    a crash is harmless.
+    """
+    with database.transaction() as session:
+        if database.engine.dialect.name == "postgresql":
+            session.execute(sa.text("SET LOCAL synchronous_commit TO OFF"))
+        return hit(session, key, limit=limit, window=window)
 
 
 def purge(session: so.Session, older_than: timedelta) -> int:

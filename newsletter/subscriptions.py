@@ -109,8 +109,8 @@ def subscribe(
     if not limit.allowed:
         return SignupResult(SignupOutcome.RATE_LIMITED)
     subscriber = lock_subscriber(session, address, clean)
-    return request_confirmation(
-        session, subscriber, mailing_list, source=source, ip=ip, form=form, config=config
+    return _open_pending(
+        session, subscriber, address, mailing_list, source, ip, form, config, reopen=True
     )
 
 
@@ -189,16 +189,40 @@ def request_confirmation(
     ConfirmationEmail rows under a lock on the subscriber row). With reopen_unsubscribed
     False an unsubscribed reader is left alone (REFUSED).
     """
-    if source not in SOURCES:
-        raise ValueError(f"unknown source {source!r}")
-    # Lock (again, harmlessly) for callers that did not come through lock_subscriber.
     session.execute(
         sa.select(Subscriber.id).where(Subscriber.id == subscriber.id).with_for_update()
     )
     address = normalize_address(subscriber.display_email)
     if is_suppressed(session, address):
         return SignupResult(SignupOutcome.SUPPRESSED)
+    return _open_pending(
+        session,
+        subscriber,
+        address,
+        mailing_list,
+        source,
+        ip,
+        form,
+        config,
+        reopen=reopen_unsubscribed,
+    )
 
+
+def _open_pending(
+    session: so.Session,
+    subscriber: Subscriber,
+    address: Address,
+    mailing_list: MailingList,
+    source: str,
+    ip: str | None,
+    form: str | None,
+    config: Mapping[str, Any],
+    *,
+    reopen: bool,
+) -> SignupResult:
+    # The caller holds the lock on the subscriber row and checked the suppression list.
+    if source not in SOURCES:
+        raise ValueError(f"unknown source {source!r}")
     now = clock.now()
     subscription = session.scalar(
         sa.select(Subscription).where(
@@ -224,7 +248,7 @@ def request_confirmation(
     elif subscription.status is SubscriptionStatus.ACTIVE:
         return SignupResult(SignupOutcome.ALREADY_ACTIVE, subscription)
     elif subscription.status is SubscriptionStatus.UNSUBSCRIBED:
-        if not reopen_unsubscribed:
+        if not reopen:
             return SignupResult(SignupOutcome.REFUSED, subscription)
         _set_status(session, subscription, SubscriptionStatus.PENDING, "signup", ip, now)
         subscription.source = source
