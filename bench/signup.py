@@ -1,6 +1,6 @@
 """Signup throughput on the production set-up: gunicorn workers, PostgreSQL, outbox backend.
 
-    .venv/bin/python bench/signup.py [--signups 1500] [--concurrency 16] [--workers 1,4]
+    .venv/bin/python bench/signup.py [--signups 1500] [--concurrency 16] [--workers 1,2,4]
 
 For each worker count it starts gunicorn (wsgi:app) on a fresh PostgreSQL database
 (reader_bench), then a separate load process on loopback posts N distinct addresses to
@@ -212,7 +212,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--signups", type=int, default=1500, help="distinct addresses posted")
     parser.add_argument("--concurrency", type=int, default=16, help="client threads")
-    parser.add_argument("--workers", default="1,4", help="gunicorn worker counts to compare")
+    parser.add_argument("--workers", default="1,2,4", help="gunicorn worker counts to compare")
     parser.add_argument("--max-seconds", type=float, default=120, help="bound on each phase")
     parser.add_argument("--load", help=argparse.SUPPRESS)
     args = parser.parse_args()

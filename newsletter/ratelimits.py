@@ -17,6 +17,8 @@ from newsletter.models import RateLimitCounter
 
 @dataclass(frozen=True)
 class RateLimit:
+    """The answer for one hit: allowed or not, the count so far, and when to retry."""
+
     allowed: bool
     count: int
     limit: int

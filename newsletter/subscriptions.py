@@ -78,6 +78,8 @@ class SignupOutcome(enum.StrEnum):
 
 @dataclass(frozen=True)
 class SignupResult:
+    """What a signup did, and the subscription it concerns (None when nothing was stored)."""
+
     outcome: SignupOutcome
     subscription: Subscription | None = None
 

@@ -400,3 +400,46 @@ def test_rate_limit_counters_never_store_addresses(client, weekly, db_session):
     db_session.rollback()
     assert any(k.startswith("signup-address:") for k in keys)
     assert not any("private" in k for k in keys)
+
+
+@pytest.mark.parametrize(
+    ("state", "heading"),
+    [
+        (SubscriptionStatus.ACTIVE, "Unsubscribe from o11y weekly?"),
+        (SubscriptionStatus.PENDING, "Unsubscribe from o11y weekly?"),
+        (SubscriptionStatus.UNSUBSCRIBED, "You are unsubscribed"),
+        (SubscriptionStatus.BOUNCED, "No more email"),
+        (SubscriptionStatus.COMPLAINED, "No more email"),
+    ],
+)
+def test_unsubscribe_page_in_every_state(client, app, weekly, make_subscriber, state, heading):
+    subscription = make_subscriber(weekly, status=state)
+    response = client.get(
+        f"/u/{tokens.make_unsubscribe_token(app.config['SECRET_KEY'], subscription.id)}"
+    )
+    assert response.status_code == 200
+    assert_valid_page(response)
+    assert heading in response.get_data(as_text=True)
+    assert (b'value="resubscribe"' in response.data) is (state is SubscriptionStatus.UNSUBSCRIBED)
+
+
+def test_late_resubscribe_asks_for_a_new_confirmation(
+    client, app, weekly, make_subscriber, outbox, clock, db_session
+):
+    subscription = make_subscriber(weekly)
+    path = f"/u/{tokens.make_unsubscribe_token(app.config['SECRET_KEY'], subscription.id)}"
+    client.post(path, data={"List-Unsubscribe": "One-Click"})
+    clock.advance(days=45)
+    response = client.post(path, data={"action": "resubscribe"})
+    assert response.status_code == 200
+    assert_valid_page(response)
+    assert b"confirm with the link we have emailed you" in response.data
+    assert status(db_session) is SubscriptionStatus.PENDING
+    assert len(outbox.messages) == 1
+
+
+def test_signup_form_without_a_list_is_a_clear_400(client):
+    response = client.get("/subscribe")
+    assert response.status_code == 400
+    assert b"Which list?" in response.data
+    assert_valid_page(response)
