@@ -385,3 +385,20 @@ def test_concurrent_confirmation_requests_respect_the_cap(app, weekly, make_subs
     assert len(sent.messages) == 3
     with database.transaction() as session:
         assert session.scalar(sa.select(sa.func.count(ConfirmationEmail.id))) == 3
+
+
+def test_internationalised_domain_is_stored_readably_and_mailed_in_ascii(
+    signup, outbox, db_session
+):
+    assert signup("Reader@Bücher.Example").outcome is SignupOutcome.SENT
+    subscriber = db_session.scalar(sa.select(Subscriber))
+    assert (subscriber.email, subscriber.display_email) == (
+        "reader@bücher.example",
+        "Reader@bücher.example",
+    )
+    (message,) = outbox.messages
+    assert message.recipient == "Reader@xn--bcher-kva.example"
+    message.as_bytes().decode("ascii")  # the whole message is 7-bit on the wire
+    # The same address typed differently is the same subscriber.
+    assert signup("reader@xn--bcher-kva.example").outcome is SignupOutcome.SENT
+    assert db_session.scalar(sa.select(sa.func.count(Subscriber.id))) == 1
