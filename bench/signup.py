@@ -1,9 +1,11 @@
 """Signup throughput on the production set-up: gunicorn workers, PostgreSQL, outbox backend.
 
-    .venv/bin/python bench/signup.py [--signups 1500] [--concurrency 16] [--workers 1,2,4]
+    .venv/bin/python bench/signup.py [--signups 1500] [--rounds 5] [--concurrency 16] \
+        [--workers 1,2,4]
 
-For each worker count it starts gunicorn (wsgi:app) on a fresh PostgreSQL database
-(reader_bench), then a separate load process on loopback posts N distinct addresses to
+It starts one gunicorn (wsgi:app) per worker count on a fresh PostgreSQL database
+(reader_bench); the worker counts take turns in interleaved rounds (the machine is noisy),
+and in each a separate load process on loopback posts distinct addresses to
 POST /subscribe (each from its own X-Forwarded-For address, NEWSLETTER_PROXY_COUNT=1, so
 the per-IP limit does not apply) and GETs /healthz as the baseline of the same stack.
 It prints requests/s, p50/p99 latency, and the proof that no signup was lost: subscriber
@@ -37,12 +39,14 @@ BENCH_URL = f"postgresql+psycopg://postgres@127.0.0.1:5432/{BENCH_DB}"
 # --- The load process (runs in its own interpreter) ------------------------------------
 
 
-def load(port: int, path: str, count: int, concurrency: int, max_seconds: float) -> dict:
+def load(
+    port: int, path: str, start: int, count: int, tag: str, concurrency: int, max_seconds: float
+) -> dict:
     """Send `count` requests from `concurrency` threads; return latencies and statuses."""
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     lock = threading.Lock()
-    next_index = iter(range(count))
+    next_index = iter(range(start, start + count))
     deadline = time.monotonic() + max_seconds
 
     def one(i: int) -> None:
@@ -50,7 +54,7 @@ def load(port: int, path: str, count: int, concurrency: int, max_seconds: float)
         body = None
         if path == "/subscribe":
             body = urlencode(
-                {"email": f"reader{i}@example.com", "name": f"Reader {i}", "list": "weekly"}
+                {"email": f"{tag}-reader{i}@example.com", "name": f"Reader {i}", "list": "weekly"}
             )
             headers["Content-Type"] = "application/x-www-form-urlencoded"
         start = time.perf_counter()
@@ -83,12 +87,25 @@ def load(port: int, path: str, count: int, concurrency: int, max_seconds: float)
         thread.start()
     for thread in threads:
         thread.join()
-    wall = time.perf_counter() - started
-    latencies.sort()
+    return {
+        "seconds": time.perf_counter() - started,
+        "latencies": latencies,
+        "statuses": statuses,
+    }
+
+
+def summary(batches: list[dict]) -> dict:
+    """Merge the batches of one configuration: requests/s over its busy time, p50, p99."""
+    latencies = sorted(x for b in batches for x in b["latencies"])
+    statuses: dict[str, int] = {}
+    for batch in batches:
+        for status, n in batch["statuses"].items():
+            statuses[status] = statuses.get(status, 0) + n
+    seconds = sum(b["seconds"] for b in batches)
     return {
         "requests": len(latencies),
-        "seconds": wall,
-        "rps": len(latencies) / wall,
+        "seconds": seconds,
+        "rps": len(latencies) / seconds,
         "p50_ms": statistics.median(latencies) * 1000,
         "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
         "statuses": statuses,
@@ -122,23 +139,30 @@ def fresh_database() -> None:
     engine.dispose()
 
 
-def counts() -> dict[str, int]:
+def counts(tag: str) -> dict[str, int]:
+    """Count what the signups of one configuration (its addresses start with tag) stored."""
+    import sqlalchemy as sa
+
     from newsletter.db import make_engine
 
+    like = {"like": f"{tag}-reader%"}
+    queries = {
+        "subscriber rows": "SELECT count(*) FROM subscriber WHERE email LIKE :like",
+        "distinct subscriber emails": (
+            "SELECT count(DISTINCT email) FROM subscriber WHERE email LIKE :like"
+        ),
+        "pending subscriptions": (
+            "SELECT count(*) FROM subscription JOIN subscriber s ON s.id = subscriber_id"
+            " WHERE status = 'pending' AND s.email LIKE :like"
+        ),
+        "confirmation_email rows": (
+            "SELECT count(*) FROM confirmation_email JOIN subscriber s ON s.id = subscriber_id"
+            " WHERE s.email LIKE :like"
+        ),
+    }
     engine = make_engine(BENCH_URL)
     with engine.connect() as conn:
-        result = {
-            "subscriber rows": conn.exec_driver_sql("SELECT count(*) FROM subscriber").scalar(),
-            "distinct subscriber emails": conn.exec_driver_sql(
-                "SELECT count(DISTINCT email) FROM subscriber"
-            ).scalar(),
-            "pending subscriptions": conn.exec_driver_sql(
-                "SELECT count(*) FROM subscription WHERE status = 'pending'"
-            ).scalar(),
-            "confirmation_email rows": conn.exec_driver_sql(
-                "SELECT count(*) FROM confirmation_email"
-            ).scalar(),
-        }
+        result = {name: conn.scalar(sa.text(sql), like) for name, sql in queries.items()}
     engine.dispose()
     return result
 
@@ -193,14 +217,9 @@ def start_gunicorn(workers: int, outbox: Path) -> tuple[subprocess.Popen, int]:
     return process, port
 
 
-def run_load(port: int, path: str, count: int, concurrency: int, max_seconds: float) -> dict:
+def run_load(port: int, path: str, *args: object) -> dict:
     output = subprocess.run(
-        [
-            sys.executable,
-            __file__,
-            "--load",
-            json.dumps([port, path, count, concurrency, max_seconds]),
-        ],
+        [sys.executable, __file__, "--load", json.dumps([port, path, *args])],
         check=True,
         capture_output=True,
         text=True,
@@ -213,52 +232,68 @@ def main() -> None:
     parser.add_argument("--signups", type=int, default=1500, help="distinct addresses posted")
     parser.add_argument("--concurrency", type=int, default=16, help="client threads")
     parser.add_argument("--workers", default="1,2,4", help="gunicorn worker counts to compare")
-    parser.add_argument("--max-seconds", type=float, default=120, help="bound on each phase")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
+    parser.add_argument("--max-seconds", type=float, default=60, help="bound on each batch")
     parser.add_argument("--load", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load:
         print(json.dumps(load(*json.loads(args.load))))
         return
 
-    rows = []
-    for workers in [int(w) for w in args.workers.split(",")]:
-        fresh_database()
-        with tempfile.TemporaryDirectory(prefix="reader-bench-") as tmp:
-            outbox = Path(tmp) / "outbox"
-            process, port = start_gunicorn(workers, outbox)
-            try:
-                health = run_load(
-                    port, "/healthz", args.signups, args.concurrency, args.max_seconds
-                )
-                signup = run_load(
-                    port, "/subscribe", args.signups, args.concurrency, args.max_seconds
-                )
-            finally:
+    configs = [int(w) for w in args.workers.split(",")]
+    per_batch = args.signups // args.rounds
+    fresh_database()
+    with tempfile.TemporaryDirectory(prefix="reader-bench-") as tmp:
+        servers = {}
+        try:
+            for workers in configs:
+                servers[workers] = start_gunicorn(workers, Path(tmp) / f"outbox-{workers}")
+            # All servers stay up; the configurations take turns in small batches, so a
+            # neighbour's burst of load falls on all of them alike.
+            health = {w: [] for w in configs}
+            signup = {w: [] for w in configs}
+            for round_ in range(args.rounds):
+                for workers in configs:
+                    port = servers[workers][1]
+                    start = round_ * per_batch
+                    common = (args.concurrency, args.max_seconds)
+                    health[workers].append(
+                        run_load(port, "/healthz", start, per_batch, "", *common)
+                    )
+                    signup[workers].append(
+                        run_load(port, "/subscribe", start, per_batch, f"w{workers}", *common)
+                    )
+        finally:
+            for process, _ in servers.values():
                 process.terminate()
                 process.wait(timeout=30)
-            stored = counts()
-            stored[".eml files in the outbox"] = len(list(outbox.glob("*.eml")))
-        rows.append((workers, health, signup, stored))
+        eml = {w: len(list((Path(tmp) / f"outbox-{w}").glob("*.eml"))) for w in configs}
+
+    results = {}
+    for workers in configs:
+        h, s_ = summary(health[workers]), summary(signup[workers])
+        results[workers] = (h, s_)
         print(f"\n== gunicorn --workers {workers}, {args.concurrency} client threads")
-        for name, result in (("GET /healthz", health), ("POST /subscribe", signup)):
+        for name, result in (("GET /healthz", h), ("POST /subscribe", s_)):
             print(
                 f"{name:16} {result['requests']:6d} requests in {result['seconds']:6.2f} s: "
                 f"{result['rps']:7.1f} req/s, p50 {result['p50_ms']:6.1f} ms, "
                 f"p99 {result['p99_ms']:7.1f} ms, statuses {result['statuses']}"
             )
-        posted = signup["requests"]  # each request posted a different address
-        answered = signup["statuses"].get("200", 0)
-        print(f"distinct addresses posted: {posted}, answered 200: {answered}")
+        posted = s_["requests"]  # each request posted a different address
+        print(f"distinct addresses posted: {posted}, answered 200: {s_['statuses'].get('200', 0)}")
+        stored = counts(f"w{workers}")
+        stored[".eml files in the outbox"] = eml[workers]
         for name, value in stored.items():
             print(f"  {name:28} {value:6d}  {'= posted' if value == posted else 'MISMATCH'}")
 
-    print("\n== side by side (same run)")
-    base = rows[0][2]["rps"]
-    for workers, health, signup, _ in rows:
+    print(f"\n== side by side (same run, {args.rounds} interleaved rounds)")
+    base = results[configs[0]][1]["rps"]
+    for workers, (h, s_) in results.items():
         print(
-            f"workers {workers}: signup {signup['rps']:6.1f} req/s "
-            f"(x{signup['rps'] / base:.2f} of {rows[0][0]} worker), "
-            f"signup/healthz {signup['rps'] / health['rps']:.2f}"
+            f"workers {workers}: signup {s_['rps']:6.1f} req/s "
+            f"(x{s_['rps'] / base:.2f} of {configs[0]} worker), "
+            f"signup/healthz {s_['rps'] / h['rps']:.2f}"
         )
 
 
