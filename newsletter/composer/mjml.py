@@ -10,7 +10,9 @@ DOCTYPE = "<!doctype html>"
 
 def compile_mjml(source: str) -> str:
     """Compile MJML to email HTML with CSS inlined, keeping @media rules and the doctype."""
-    html = mjml.mjml2html(source, disable_comments=True)
+    # fonts={}: no Google Fonts <link>/@import for names like Roboto in a font stack; the
+    # email uses system fonts, and a remote stylesheet is a tracking request per open.
+    html = mjml.mjml2html(source, disable_comments=True, fonts={})
     inlined = Premailer(
         html,
         allow_network=False,
