@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
+from markdown_it.token import Token
 
 from newsletter.composer import markdown
 from newsletter.errors import NewsletterError
@@ -75,6 +76,17 @@ class IssueDocument:
     sections: list[Section]
     outro: str | None
     source_yaml: str = field(repr=False)
+    # Markdown parsed while validating, so compiling does not parse it again.
+    _parsed: dict[str, list[Token]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def markdown_tokens(self, source: str) -> list[Token]:
+        """Return the parsed Markdown of one of this issue's fields."""
+        tokens = self._parsed.get(source)
+        if tokens is None:
+            tokens = self._parsed[source] = markdown.parse(source)
+        return tokens
 
 
 def slugify(text: str) -> str:
@@ -112,6 +124,7 @@ class _Checker:
         self.loader = loader
         self.errors: list[tuple[int, str]] = []
         self.visited = 0
+        self.parsed: dict[str, list[Token]] = {}
 
     def error(self, node: yaml.Node, path: str, message: str, line: int | None = None) -> None:
         number = line if line is not None else node.start_mark.line + 1
@@ -210,9 +223,10 @@ class _Checker:
         value = self.text(node, path, required=required, one_line=False, max_length=100_000)
         if value is None:
             return None
+        tokens = self.parsed[value] = markdown.parse(value)
         # A block scalar (|) starts on the line after its indicator.
         first = node.start_mark.line + 1 + (1 if node.style in ("|", ">") else 0)
-        for offset, message in markdown.link_problems(value):
+        for offset, message in markdown.link_problems(tokens):
             self.error(node, path, message, line=first + offset)
         return value
 
@@ -334,7 +348,7 @@ def _check_document(c: _Checker, root: yaml.Node, text: str) -> IssueDocument | 
     if c.errors or title is None or date is None:
         return None
     slug = slug or slugify(title) or f"issue-{date.isoformat()}"
-    return IssueDocument(
+    document = IssueDocument(
         title=title,
         date=date,
         subject=subject or title,
@@ -345,6 +359,8 @@ def _check_document(c: _Checker, root: yaml.Node, text: str) -> IssueDocument | 
         outro=outro,
         source_yaml=text,
     )
+    document._parsed.update(c.parsed)
+    return document
 
 
 def load_issue_text(text: str, filename: str = "<issue>") -> IssueDocument:
