@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,11 +12,18 @@ import sqlalchemy.orm as so
 from newsletter import lists as lists_core
 from newsletter.composer.issue_email import CompiledIssue
 from newsletter.composer.issue_email import compile_issue
+from newsletter.composer.issue_file import IssueFileError
 from newsletter.composer.issue_file import load_issue
 from newsletter.composer.placeholders import render_for_reader
+from newsletter.errors import NewsletterError
+from newsletter.errors import NotFound
 from newsletter.models import MailingList
 
 PLACEHOLDER_BASE_URL = "https://news.example.com"
+
+
+class PreviewError(NewsletterError):
+    """The file asked for cannot be previewed."""
 
 
 def placeholder_list() -> MailingList:
@@ -98,4 +106,64 @@ def check_issue(path: str | Path, mailing_list: MailingList | None = None) -> Co
     """Validate an issue file and compile it (to find size and other warnings)."""
     return compile_issue(
         load_issue(path), mailing_list or placeholder_list(), base_url=PLACEHOLDER_BASE_URL
+    )
+
+
+@dataclass
+class LivePreview:
+    """What the live preview page shows for one state of an issue file."""
+
+    version: str
+    errors: list[str]
+    warnings: list[str]
+    subject: str | None = None
+    html: str | None = None
+    text: str | None = None
+
+
+def file_version(path: Path) -> str:
+    """Return a short fingerprint of a file's content (changes when the editor saves)."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    except OSError:
+        return "missing"
+
+
+def resolve_issue_path(root: str | Path, name: str) -> Path:
+    """Return the issue file `name` under `root`, refusing anything outside it or not YAML."""
+    base = Path(root).resolve()
+    path = (base / name).resolve()
+    if not path.is_relative_to(base):
+        raise PreviewError("Only issue files inside the project folder can be previewed.")
+    if path.suffix not in (".yaml", ".yml"):
+        raise PreviewError("Only .yaml and .yml issue files can be previewed.")
+    if not path.is_file():
+        raise NotFound(f"There is no issue file {name!r}.")
+    return path
+
+
+def issue_files(root: str | Path) -> list[str]:
+    """Return the YAML files in the project folder and in examples/ and issues/, relative."""
+    base = Path(root).resolve()
+    found: list[Path] = []
+    for folder in (base, base / "examples", base / "issues"):
+        found += sorted(p for p in folder.glob("*.y*ml") if p.suffix in (".yaml", ".yml"))
+    return [str(p.relative_to(base)) for p in found]
+
+
+def live_preview(path: Path, mailing_list: MailingList, *, base_url: str) -> LivePreview:
+    """Compile an issue file for the live preview; errors are shown, not raised."""
+    version = file_version(path)
+    try:
+        compiled = compile_issue(load_issue(path), mailing_list, base_url=base_url)
+    except IssueFileError as exc:
+        return LivePreview(version=version, errors=exc.errors, warnings=[])
+    html, text = render_preview(compiled, base_url=base_url)
+    return LivePreview(
+        version=version,
+        errors=[],
+        warnings=compiled.warnings,
+        subject=compiled.subject,
+        html=html,
+        text=text,
     )
