@@ -133,7 +133,7 @@ def to_text(source: str, tokens: list[Token] | None = None, width: int = TEXT_WI
     prefixes: list[str] = []  # one per open block quote or list item
     pending_marker: str | None = None  # the bullet waiting for the item's first line
     lists: list[list[int | None]] = []  # counters of open lists (None: bullets)
-    tight_stack: list[bool] = []
+    tight_stack: list[tuple[bool, int]] = []  # (tight list?, its first block's index)
 
     def prefix_pair() -> tuple[str, str]:
         nonlocal pending_marker
@@ -156,7 +156,8 @@ def to_text(source: str, tokens: list[Token] | None = None, width: int = TEXT_WI
             start = int(token.attrs.get("start", 1)) if kind == "ordered_list_open" else None
             lists.append([start])
             # markdown-it marks the paragraphs of tight lists hidden.
-            tight_stack.append(index + 2 < len(tokens) and tokens[index + 2].hidden)
+            tight = index + 2 < len(tokens) and tokens[index + 2].hidden
+            tight_stack.append((tight, len(blocks)))
         elif kind in ("bullet_list_close", "ordered_list_close"):
             lists.pop()
             tight_stack.pop()
@@ -174,7 +175,7 @@ def to_text(source: str, tokens: list[Token] | None = None, width: int = TEXT_WI
         elif kind == "inline":
             first, rest = prefix_pair()
             text = _inline_to_text(token)
-            tight = bool(tight_stack and tight_stack[-1] and blocks)
+            tight = bool(tight_stack and tight_stack[-1][0] and len(blocks) > tight_stack[-1][1])
             blocks.append((wrap(text, first, rest, width), tight))
         elif kind in ("fence", "code_block"):
             first, rest = prefix_pair()
