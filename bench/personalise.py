@@ -107,7 +107,7 @@ def main() -> None:
     )
     ours_rate = statistics.median(results["ours"])
     for key, label in (
-        ("ours", "render_for_reader (cached %-template)"),
+        ("ours", "render_for_reader (cached pre-split template)"),
         ("naive", "naive str.replace chain"),
         ("tokens", "render_for_reader + signing the unsubscribe token"),
     ):
