@@ -91,3 +91,14 @@ def test_help_is_written_for_editors(runner) -> None:
     assert "Check and preview issue files" in result.output
     result = runner("issue", "preview", "--help")
     assert "--out" in result.output and "live preview" in result.output
+
+
+def test_preview_with_several_lists_names_the_one_used(runner, make_list, tmp_path: Path) -> None:
+    make_list(slug="alpha", name="Alpha news", postal_address="1 Alpha Road")
+    make_list(slug="beta", name="Beta news", postal_address="2 Beta Road")
+    result = runner("issue", "preview", EXAMPLE, "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert "Previewing for the list 'alpha' (choose another with --list SLUG)." in result.stderr
+    result = runner("issue", "preview", EXAMPLE, "--out", str(tmp_path), "--list", "beta")
+    assert "choose another" not in result.output
+    assert "2 Beta Road" in (tmp_path / "unlocking-the-kernel.txt").read_text(encoding="utf-8")
