@@ -115,6 +115,9 @@ def main() -> None:
         stages["mjml"] += timed(lambda: render_mjml(doc, mailing_list, base_url=BASE_URL), 5)
         stages["compile"] += timed(lambda: compile_mjml(mjml_source), 5)
         stages["text"] += timed(lambda: build_text(doc, mailing_list), 5)
+    node.stdin.write("validate\n")
+    node.stdin.flush()
+    validation = json.loads(node.stdout.readline())["errors"]
     node.stdin.close()
     node.wait(timeout=10)
 
@@ -134,6 +137,9 @@ def main() -> None:
         f"{len(html_out.encode()):,} B)"
     )
     print(f"ratio ours / node: {ours_median / theirs_median:.2f}")
+    print(f"Node mjml strict validation of our template's MJML: {len(validation)} errors")
+    for error in validation:
+        print(f"  {error}")
     print(
         "our stages (median ms): "
         + ", ".join(

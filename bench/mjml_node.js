@@ -25,9 +25,18 @@ async function batch(runs) {
 }
 
 const lines = readline.createInterface({ input: process.stdin });
+async function validate() {
+  try {
+    await mjml2html(source, { validationLevel: "strict" });
+    return { errors: [] };
+  } catch (err) {
+    return { errors: (err.details || [{ message: String(err) }]).map((e) => e.formattedMessage || e.message) };
+  }
+}
+
 lines.on("line", async (line) => {
   lines.pause();
-  const result = await batch(Number(line) || 1);
+  const result = line.trim() === "validate" ? await validate() : await batch(Number(line) || 1);
   process.stdout.write(JSON.stringify(result) + "\n");
   lines.resume();
 });
