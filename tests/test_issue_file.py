@@ -84,6 +84,16 @@ ITEM = "      - title: Unlocking The Kernel\n"
             id="date-with-time",
         ),
         pytest.param(
+            VALID.replace("date: 2023-11-06", "date: !!python/name:os.system"),
+            ["issue.yaml:2: date: expected a date like 2023-11-06, got ''"],
+            id="date-with-python-tag",
+        ),
+        pytest.param(
+            VALID.replace("date: 2023-11-06", "date: 20231106"),
+            ["issue.yaml:2: date: expected a date like 2023-11-06, got '20231106'"],
+            id="date-as-number",
+        ),
+        pytest.param(
             VALID + "subjekt: Hello\n",
             ["issue.yaml:9: subjekt: unknown field (did you mean 'subject'?)"],
             id="unknown-top-level-key",

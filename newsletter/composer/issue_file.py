@@ -31,6 +31,7 @@ RESERVED = "{{nl:"
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _NULL = "tag:yaml.org,2002:null"
 _STR = "tag:yaml.org,2002:str"
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
 
 
 class IssueFileError(NewsletterError):
@@ -241,9 +242,11 @@ class _Checker:
         try:
             if node.tag == _STR:
                 value: Any = dt.date.fromisoformat(node.value.strip())
-            else:
+            elif node.tag == _TIMESTAMP:
                 value = self.loader.construct_object(node)
-        except ValueError:
+            else:  # numbers, and tags such as !!python/...: never constructed
+                value = None
+        except (ValueError, yaml.YAMLError):
             self.error(node, path, f"{expected}, got {node.value!r}")
             return None
         if isinstance(value, dt.datetime) or not isinstance(value, dt.date):
