@@ -87,11 +87,12 @@ def main() -> None:
 def register_commands() -> None:
     """Attach every command module's commands to the main group."""
     from newsletter.cli import database
+    from newsletter.cli import issue
     from newsletter.cli import lists
     from newsletter.cli import serve
     from newsletter.cli import subscribers
 
-    for module in (database, lists, serve, subscribers):
+    for module in (database, issue, lists, serve, subscribers):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -121,11 +121,13 @@ def init_app(app: Flask) -> None:
 
     from newsletter.web import health
     from newsletter.web import outbox
+    from newsletter.web import preview
     from newsletter.web import public
 
     app.register_blueprint(health.bp)
     app.register_blueprint(outbox.bp)
     app.register_blueprint(public.bp)
+    app.register_blueprint(preview.bp)
 
     app.teardown_appcontext(_close_session)
     app.after_request(_security_headers)
