@@ -685,6 +685,11 @@ class DeliveryWorker:
         """Ask the worker to finish what is in flight and stop (thread- and signal-safe)."""
         self._stop.set()
 
+    @property
+    def stopping(self) -> bool:
+        """True once asked to stop (Ctrl-C, SIGTERM or stop())."""
+        return self._stop.is_set()
+
     def _register(self) -> None:
         with self.database.transaction() as session:
             recover_lost_workers(session, lease=self.settings.lease)
@@ -763,7 +768,9 @@ class DeliveryWorker:
     def _loop(self, pool: ThreadPoolExecutor, until_idle: bool) -> None:
         while not self._stop.is_set():
             self._collect(self._wait_time())
-            if time.monotonic() - self._last_housekeeping >= 1.0:
+            since = time.monotonic() - self._last_housekeeping
+            looks_idle = not (self._buffer or self._in_flight or self._pending)
+            if since >= 1.0 or (looks_idle and since >= 0.1):
                 if self._housekeeping() and until_idle:
                     return
             due = self._due_jobs()

@@ -88,10 +88,13 @@ def register_commands() -> None:
     """Attach every command module's commands to the main group."""
     from newsletter.cli import database
     from newsletter.cli import lists
+    from newsletter.cli import send
     from newsletter.cli import serve
+    from newsletter.cli import status
     from newsletter.cli import subscribers
+    from newsletter.cli import worker
 
-    for module in (database, lists, serve, subscribers):
+    for module in (database, lists, serve, subscribers, send, worker, status):
         for command in module.COMMANDS:
             main.add_command(command)
 
