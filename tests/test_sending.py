@@ -14,6 +14,7 @@ from newsletter.models import Delivery
 from newsletter.models import DeliveryStatus
 from newsletter.models import Issue
 from newsletter.models import IssueStatus
+from newsletter.models import SendPace
 from newsletter.models import Subscription
 from newsletter.models import SubscriptionStatus
 from newsletter.models import Suppression
@@ -104,3 +105,65 @@ def test_worker_sends_each_reader_once_with_own_links(app, db_session, weekly, o
         }
     db_session.refresh(issue)
     assert issue.status is IssueStatus.SENT and issue.finished_at is not None
+
+
+# --- Against an SES-compatible HTTP server that misbehaves on command ----------------------
+
+
+@pytest.fixture
+def ses_fake(monkeypatch):
+    """The tests' own SES v2 server on loopback."""
+    from sesfake import SesFake
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    fake = SesFake()
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+def _ses_mailer(fake, timeout=15.0):
+    return mail.SesMailer(
+        region="us-east-1",
+        endpoint_url=fake.url,
+        configuration_set="newsletter-events",
+        max_pool_connections=8,
+        timeout=timeout,
+    )
+
+
+def test_faults_nothing_lost_nothing_twice(app, db_session, weekly, ses_fake):
+    mailing_list, active = weekly
+    addresses = [s.subscriber.display_email for s in active]
+    ses_fake.misbehave("throttle", 3)
+    ses_fake.misbehave("error500", 1, recipient=addresses[1])
+    ses_fake.misbehave("hang", 1, recipient=addresses[2], seconds=0.8)
+    ses_fake.misbehave("slow", 2, seconds=0.3)
+    ses_fake.misbehave("reject", 1, recipient=addresses[3])
+    issue = _start(app, db_session, mailing_list)
+    worker = _worker(app, _ses_mailer(ses_fake, timeout=0.3), PaceSettings(max_rate=50, quota=None))
+    # Retries wait for their back-off on the real clock; keep them short for the test.
+    monkeypatch_backoff = pytest.MonkeyPatch()
+    monkeypatch_backoff.setattr(sending, "_backoff", lambda attempt: sending.timedelta(seconds=0.2))
+    try:
+        progress = worker.run(until_idle=True)
+    finally:
+        monkeypatch_backoff.undo()
+    received = ses_fake.recipients()
+    assert sorted(received) == sorted(a for a in addresses if a != addresses[3])
+    assert len(received) == len(set(received))
+    statuses = _statuses(db_session, issue.id)
+    failed = [sid for sid, status in statuses.items() if status is DeliveryStatus.FAILED]
+    assert failed == [active[3].subscriber_id]
+    assert progress.throttled == 3 and progress.retried == 2
+    pace = db_session.get(SendPace, "ses")
+    assert pace.rate < pace.max_rate == 50  # SES said "too many": everyone slowed down
+    rows = db_session.scalars(
+        sa.select(Delivery).where(Delivery.status == DeliveryStatus.SENT)
+    ).all()
+    accepted = {m.message_id: m for m in ses_fake.accepted}
+    for row in rows:
+        message = accepted[row.ses_message_id]
+        assert message.tags == {"issue": str(issue.id), "delivery": str(row.id), "list": "weekly"}
+        assert message.configuration_set == "newsletter-events"
