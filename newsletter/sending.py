@@ -83,7 +83,10 @@ MAX_ATTEMPTS = 5
 QUOTA_RECHECK = timedelta(minutes=10)
 # A slot older than this is dropped rather than used late: late sends would bunch up
 # and break the rate in some one-second window.
-STALE_SLOT = 0.02
+STALE_SLOT = 0.01
+# A thread that gets to the SES call this late (a busy CPU) gives its slot up and the
+# message goes back in line for a new one: sending anyway would bunch messages up.
+LATE_SLOT = 0.02
 # Hand a message to a thread this long before its slot (the thread waits the rest).
 SLOT_LEAD = 0.005
 PENDING = (DeliveryStatus.QUEUED, DeliveryStatus.SENDING)
@@ -583,6 +586,7 @@ class Outcome:
     job: Job
     message_id: str | None = None
     error: BaseException | None = None
+    late: bool = False  # not sent: the slot had passed
 
 
 @dataclass
@@ -904,6 +908,10 @@ class DeliveryWorker:
             delay = job.slot - time.time()
             if delay > 0:
                 time.sleep(delay)
+            elif delay < -LATE_SLOT:
+                outcome.late = True
+                self._results.put(outcome)
+                return
             outcome.message_id = self.mailer.send(message)
         except Exception as exc:  # every failure is recorded on the row, none is lost
             outcome.error = exc
@@ -914,6 +922,11 @@ class DeliveryWorker:
     def _tick(self, due: list[Job]) -> list[Job]:
         outcomes, self._pending = self._pending, []
         self._in_flight -= len(outcomes)
+        late = [outcome.job for outcome in outcomes if outcome.late]
+        if late:
+            # Still `sending` on the ledger and still ours: they go out with the next slots.
+            self._buffer.extendleft(reversed(late))
+            outcomes = [outcome for outcome in outcomes if not outcome.late]
         try:
             with self.database.transaction() as session:
                 self._record(session, outcomes)

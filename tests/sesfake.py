@@ -125,7 +125,9 @@ class SesFake:
             self._recent.append(now)
             return False
 
-    def send_email(self, body: dict[str, Any]) -> tuple[int, dict[str, str], dict[str, Any]] | None:
+    def send_email(
+        self, body: dict[str, Any], arrived: float
+    ) -> tuple[int, dict[str, str], dict[str, Any]] | None:
         with self._lock:
             self.requests += 1
         recipients = body.get("Destination", {}).get("ToAddresses", [])
@@ -141,7 +143,7 @@ class SesFake:
             return _error(*ERRORS[rule.kind])
         if not self.sending_enabled:
             return _error(*ERRORS["paused"])
-        if self._over_rate(time.time()):
+        if self._over_rate(arrived):
             return _error(*ERRORS["throttle"])
         raw = base64.b64decode(body["Content"]["Raw"]["Data"])
         message_id = f"fake-{uuid.uuid4().hex}"
@@ -154,7 +156,7 @@ class SesFake:
                     raw=raw,
                     tags=tags,
                     configuration_set=body.get("ConfigurationSetName"),
-                    at=time.time(),
+                    at=arrived,
                 )
             )
         return 200, {}, {"MessageId": message_id}
@@ -197,12 +199,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode() + payload)
 
     def do_POST(self) -> None:
+        arrived = time.time()  # SES counts a message against the rate when it arrives
         length = int(self.headers.get("Content-Length", 0))
         body = json.loads(self.rfile.read(length) or b"{}")
         if self.path.rstrip("/") != "/v2/email/outbound-emails":
             self._answer(404, {"x-amzn-ErrorType": "NotFoundException"}, {"message": "no"})
             return
-        answer = self.state.send_email(body)
+        answer = self.state.send_email(body, arrived)
         if answer is None:
             self.close_connection = True
             try:
