@@ -119,11 +119,13 @@ def init_app(app: Flask) -> None:
         count = app.config["PROXY_COUNT"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count, x_host=count)
 
+    from newsletter.web import archive
     from newsletter.web import health
     from newsletter.web import outbox
 
     app.register_blueprint(health.bp)
     app.register_blueprint(outbox.bp)
+    app.register_blueprint(archive.bp)
 
     app.teardown_appcontext(_close_session)
     app.after_request(_security_headers)
