@@ -164,7 +164,25 @@ class Pacer:
         now = time.time()
         max_rate = float(self.settings.max_rate or 0)
         with self.database.transaction() as session:
-            row = session.get(SendPace, self.name, with_for_update=True)
+            # Workers starting together: create the row once, then everyone locks it.
+            if session.get_bind().dialect.name == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert
+            else:
+                from sqlalchemy.dialects.sqlite import insert
+            session.execute(
+                insert(SendPace)
+                .values(
+                    name=self.name,
+                    max_rate=max_rate,
+                    rate=max_rate,
+                    rate_changed_at=now,
+                    next_slot=now,
+                    quota_sent=0.0,
+                    quota_used_since=0.0,
+                )
+                .on_conflict_do_nothing(index_elements=["name"])
+            )
+            row = session.get(SendPace, self.name, with_for_update=True, populate_existing=True)
             if row is None:
                 row = SendPace(
                     name=self.name,

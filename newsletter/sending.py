@@ -58,7 +58,6 @@ from newsletter.mail import RecipientRejectedError
 from newsletter.mail import SesMailer
 from newsletter.mail import ThrottledError
 from newsletter.mail import TransientError
-from newsletter.mail import build_message
 from newsletter.models import Delivery
 from newsletter.models import DeliveryStatus
 from newsletter.models import Issue
@@ -73,6 +72,7 @@ from newsletter.models import WorkerStatus
 from newsletter.pacing import Pacer
 from newsletter.pacing import PaceSettings
 from newsletter.pacing import QuotaExhausted
+from newsletter.wire import MessageTemplate
 
 log = logging.getLogger(__name__)
 
@@ -353,6 +353,7 @@ class IssueRenderer:
         self.reply_to = mailing_list.reply_to
         self.list_slug = mailing_list.slug
         self.list_id = list_id_header(mailing_list, base_url)
+        self._templates: dict[str, MessageTemplate] = {}
 
     @classmethod
     def for_issue(cls, issue: Issue, mailing_list: MailingList, config: Mapping[str, Any]):
@@ -395,17 +396,21 @@ class IssueRenderer:
             tags["delivery"] = str(delivery_id)
         else:
             tags["test"] = "true"
-        return build_message(
-            from_address=self.from_address,
-            from_name=self.from_name,
+        template = self._templates.get(subject_prefix)
+        if template is None:
+            template = self._templates[subject_prefix] = MessageTemplate(
+                from_address=self.from_address,
+                from_name=self.from_name,
+                subject=f"{subject_prefix}{self.subject}",
+                reply_to=self.reply_to,
+                list_id=self.list_id,
+            )
+        return template.fill(
             to_address=email,
             to_name=name,
-            subject=f"{subject_prefix}{self.subject}",
+            unsubscribe_url=unsubscribe,
             text=text,
             html=html,
-            reply_to=self.reply_to,
-            list_unsubscribe_url=unsubscribe,
-            list_id=self.list_id,
             tags=tags,
         )
 
