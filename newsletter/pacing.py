@@ -156,6 +156,8 @@ class Pacer:
         self.source = source
         self.name = name
         self.unlimited = settings.max_rate is None
+        self._rate = float(settings.max_rate or 1.0)
+        self._postgres = database.engine.dialect.name == "postgresql"
 
     def setup(self) -> None:
         """Create or update the shared row with this worker's settings."""
@@ -243,6 +245,7 @@ class Pacer:
     def reserve(self, wanted: int) -> list[float]:
         """Reserve up to `wanted` slots; return their Unix times (spaced 1/rate apart).
 
+        One UPDATE ... RETURNING: it runs for every few messages, so it must be cheap.
         Raises QuotaExhausted when the daily quota has nothing left.
         """
         if wanted <= 0:
@@ -250,25 +253,66 @@ class Pacer:
         now = time.time()
         if self.unlimited:
             return [now] * wanted
-        with self.database.transaction() as session:
-            row = session.get(SendPace, self.name, with_for_update=True, populate_existing=True)
-            if row is None:
-                raise NewsletterError("the send pace is not set up")
-            if row.rate < row.max_rate and now - row.rate_changed_at >= RECOVERY_STEP:
-                steps = int((now - row.rate_changed_at) // RECOVERY_STEP)
-                row.rate = min(row.max_rate, row.rate + steps * RECOVERY_SHARE * row.max_rate)
-                row.rate_changed_at = now
-            count = min(wanted, max(1, math.floor(row.rate * RESERVE_HORIZON)))
-            if row.quota_max is not None:
-                left = math.floor(row.quota_max - row.quota_sent - row.quota_used_since)
-                if left <= 0:
-                    raise QuotaExhausted("The SES daily sending quota is used up.")
-                count = min(count, left)
-                row.quota_used_since += count
-            interval = 1.0 / row.rate
-            start = max(row.next_slot, now)
-            row.next_slot = start + count * interval
-            return [start + i * interval for i in range(count)]
+        count = min(wanted, max(1, math.floor(self._rate * RESERVE_HORIZON)))
+        table = SendPace.__table__
+        greatest = sa.func.greatest if self._postgres else sa.func.max
+        with self.database.engine.begin() as connection:
+            while count >= 1:
+                row = connection.execute(
+                    sa.update(table)
+                    .where(
+                        table.c.name == self.name,
+                        sa.or_(
+                            table.c.quota_max.is_(None),
+                            table.c.quota_max - table.c.quota_sent - table.c.quota_used_since
+                            >= count,
+                        ),
+                    )
+                    .values(
+                        next_slot=greatest(table.c.next_slot, now) + count / table.c.rate,
+                        quota_used_since=table.c.quota_used_since + count,
+                    )
+                    .returning(table.c.next_slot, table.c.rate)
+                ).first()
+                if row is not None:
+                    break
+                left = connection.scalar(
+                    sa.select(
+                        table.c.quota_max - table.c.quota_sent - table.c.quota_used_since
+                    ).where(table.c.name == self.name)
+                )
+                if left is None:
+                    raise NewsletterError("the send pace is not set up")
+                count = min(count - 1, math.floor(left))
+            else:
+                raise QuotaExhausted("The SES daily sending quota is used up.")
+        end, self._rate = row
+        interval = 1.0 / self._rate
+        return [end - (count - i) * interval for i in range(count)]
+
+    def recover_rate(self) -> None:
+        """Raise the shared rate again, step by step, after throttling stopped."""
+        if self.unlimited:
+            return
+        now = time.time()
+        table = SendPace.__table__
+        least = sa.func.least if self._postgres else sa.func.min
+        with self.database.engine.begin() as connection:
+            row = connection.execute(
+                sa.update(table)
+                .where(
+                    table.c.name == self.name,
+                    table.c.rate < table.c.max_rate,
+                    table.c.rate_changed_at <= now - RECOVERY_STEP,
+                )
+                .values(
+                    rate=least(table.c.max_rate, table.c.rate + RECOVERY_SHARE * table.c.max_rate),
+                    rate_changed_at=now,
+                )
+                .returning(table.c.rate)
+            ).first()
+        if row is not None:
+            self._rate = row[0]
 
     def throttled(self) -> float:
         """Slow everyone down after SES said "too many requests"; return the new rate."""
@@ -284,6 +328,7 @@ class Pacer:
                 row.rate = max(row.rate / 2, row.max_rate * MIN_RATE_SHARE)
                 row.rate_changed_at = now
             row.next_slot = max(row.next_slot, now + THROTTLE_COOL_OFF * random.uniform(0.8, 1.2))
+            self._rate = row.rate
             return row.rate
 
     def current(self) -> SendPace | None:

@@ -667,11 +667,14 @@ class DeliveryWorker:
         issue_id: int | None = None,
         on_progress: Callable[[Progress], None] | None = None,
     ) -> None:
-        self.database = database
+        # Its own engine: the loop commits hundreds of times a second, and a liveness
+        # ping on every pool checkout would double the round trips. A dropped connection
+        # fails one round, which is retried (see _tick).
+        self.database = Database(database.url, pool_pre_ping=False, pool_size=2)
         self.mailer = mailer
         self.config = config
         self.settings = settings or WorkerSettings.from_config(config)
-        self.pacer = Pacer(database, pace, quota_source)
+        self.pacer = Pacer(self.database, pace, quota_source)
         self.issue_id = issue_id
         self.on_progress = on_progress
         self.id = new_worker_id()
@@ -749,6 +752,7 @@ class DeliveryWorker:
                     self._drain()
             self._unregister()
         finally:
+            self.database.dispose()
             self._restore_signal_handlers(previous)
         return self.progress
 
@@ -936,9 +940,13 @@ class DeliveryWorker:
             with self.database.transaction() as session:
                 self._record(session, outcomes)
                 ready = self._check_and_mark(session, due)
-                session.execute(
-                    sa.update(Worker).where(Worker.id == self.id).values(heartbeat_at=clock.now())
-                )
+                if self._heartbeat_due():
+                    session.execute(
+                        sa.update(Worker)
+                        .where(Worker.id == self.id)
+                        .values(heartbeat_at=clock.now())
+                    )
+                    self._last_heartbeat = time.monotonic()
         except sqlalchemy.exc.OperationalError as exc:
             # The database is briefly away: keep the outcomes, give the jobs back, retry.
             log.error("database error, retrying: %s", exc)
@@ -947,7 +955,6 @@ class DeliveryWorker:
             self._buffer.extendleft(reversed(due))
             time.sleep(1.0)
             return []
-        self._last_heartbeat = time.monotonic()
         return ready
 
     def _record(self, session: so.Session, outcomes: list[Outcome]) -> None:
@@ -1133,6 +1140,7 @@ class DeliveryWorker:
         """Recover lost workers, start due issues, finish done ones; True when idle."""
         self._last_housekeeping = time.monotonic()
         self.pacer.refresh_quota()
+        self.pacer.recover_rate()
         quota_left = self.pacer.quota_left()
         with self.database.transaction() as session:
             recover_lost_workers(session, lease=self.settings.lease)
