@@ -256,7 +256,7 @@ class Pacer:
         count = min(wanted, max(1, math.floor(self._rate * RESERVE_HORIZON)))
         table = SendPace.__table__
         greatest = sa.func.greatest if self._postgres else sa.func.max
-        with self.database.engine.begin() as connection:
+        with self._connection() as connection:
             while count >= 1:
                 row = connection.execute(
                     sa.update(table)
@@ -289,6 +289,13 @@ class Pacer:
         end, self._rate = row
         interval = 1.0 / self._rate
         return [end - (count - i) * interval for i in range(count)]
+
+    def _connection(self):
+        # PostgreSQL: each statement commits on its own (one round trip, no BEGIN/COMMIT);
+        # SQLite: a transaction, so BEGIN IMMEDIATE serialises it with everything else.
+        if self._postgres:
+            return self.database.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        return self.database.engine.begin()
 
     def recover_rate(self) -> None:
         """Raise the shared rate again, step by step, after throttling stopped."""
