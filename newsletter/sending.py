@@ -830,7 +830,8 @@ class DeliveryWorker:
             self._claim()
         if not self._buffer:
             return []
-        wanted = min(free, len(self._buffer)) - len(self._slots)
+        # A few slots ahead (up to one per thread): one round trip serves several messages.
+        wanted = min(self.settings.concurrency, len(self._buffer)) - len(self._slots)
         if wanted > 0:
             try:
                 self._slots.extend(self.pacer.reserve(wanted))

@@ -195,3 +195,24 @@ def test_claims_skip_rows_locked_by_another_worker(app, db_session, outbox):
         claimed = {job.delivery_id for job in worker._buffer}
     assert len(claimed) == 12
     assert not claimed & set(locked)
+
+
+def test_ctrl_c_stops_cleanly_and_a_new_worker_goes_on(app, db_session, ses_fake):
+    readers = 150
+    issue_id = _populate(app, db_session, readers)
+    process = _worker_process(app, ses_fake, 300)
+    deadline = time.monotonic() + 20
+    while len(ses_fake.accepted) < 20 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=30) == 0
+    counts = _counts(db_session, issue_id)
+    # Clean stop: what was in flight was recorded, nothing is left `sending` or `unknown`.
+    assert DeliveryStatus.SENDING not in counts and DeliveryStatus.UNKNOWN not in counts
+    assert 0 < counts[DeliveryStatus.SENT] < readers
+    assert counts[DeliveryStatus.SENT] == len(ses_fake.accepted)
+
+    assert _worker_process(app, ses_fake, 300, "--once").wait(timeout=60) == 0
+    received = ses_fake.recipients()
+    assert sorted(received) == sorted(f"r{n}@example.com" for n in range(readers))
+    assert _counts(db_session, issue_id) == {DeliveryStatus.SENT: readers}
