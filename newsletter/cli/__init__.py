@@ -87,6 +87,7 @@ def main() -> None:
 def register_commands() -> None:
     """Attach every command module's commands to the main group."""
     from newsletter.cli import database
+    from newsletter.cli import issue
     from newsletter.cli import lists
     from newsletter.cli import send
     from newsletter.cli import serve
@@ -94,7 +95,7 @@ def register_commands() -> None:
     from newsletter.cli import subscribers
     from newsletter.cli import worker
 
-    for module in (database, lists, serve, subscribers, send, worker, status):
+    for module in (database, issue, lists, serve, subscribers, send, worker, status):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -52,17 +52,21 @@ def _environment() -> jinja2.Environment:
     )
 
 
-def _item_context(item) -> dict:
+def _item_context(doc: IssueDocument, item) -> dict:
     return {
         "title_html": Markup(markdown.inline_html(item.title)),
         "url": item.url,
-        "body_html": Markup(markdown.to_html(item.body)),
+        "body_html": Markup(markdown.to_html(item.body, doc.markdown_tokens(item.body))),
         "image": item.image,
         "button": item.button,
         "button_html": Markup(markdown.inline_html(item.button or "")),
         "source": item.source,
         "source_html": Markup(markdown.inline_html(item.source or "")),
     }
+
+
+def _markdown_html(doc: IssueDocument, source: str | None) -> Markup | str:
+    return Markup(markdown.to_html(source, doc.markdown_tokens(source))) if source else ""
 
 
 def _lines(text: str | None) -> list[str]:
@@ -82,12 +86,12 @@ def render_mjml(doc: IssueDocument, mailing_list: MailingList, *, base_url: str)
         "title_html": Markup(markdown.inline_html(doc.title)),
         "date_text": format_date(doc.date),
         "preheader": markdown.inline_text(doc.preheader) if doc.preheader else "",
-        "intro_html": Markup(markdown.to_html(doc.intro)) if doc.intro else "",
-        "outro_html": Markup(markdown.to_html(doc.outro)) if doc.outro else "",
+        "intro_html": _markdown_html(doc, doc.intro),
+        "outro_html": _markdown_html(doc, doc.outro),
         "sections": [
             {
                 "title_html": Markup(markdown.inline_html(s.title)) if s.title else None,
-                "entries": [_item_context(item) for item in s.items],
+                "entries": [_item_context(doc, item) for item in s.items],
             }
             for s in doc.sections
         ],

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import textwrap
-
 from newsletter.composer import markdown
 from newsletter.composer import placeholders as ph
 from newsletter.composer.issue_file import IssueDocument
@@ -20,7 +18,7 @@ def format_date(value) -> str:
 
 
 def _heading(text: str) -> list[str]:
-    return textwrap.wrap(text, WIDTH, break_long_words=False, break_on_hyphens=False) or [text]
+    return markdown.wrap(text, width=WIDTH)
 
 
 def build_text(doc: IssueDocument, mailing_list: MailingList) -> str:
@@ -35,7 +33,7 @@ def build_text(doc: IssueDocument, mailing_list: MailingList) -> str:
         "",
     ]
     if doc.intro:
-        out += [markdown.to_text(doc.intro), ""]
+        out += [markdown.to_text(doc.intro, doc.markdown_tokens(doc.intro)), ""]
     for section in doc.sections:
         out.append(RULE)
         if section.title:
@@ -49,13 +47,13 @@ def build_text(doc: IssueDocument, mailing_list: MailingList) -> str:
                 out.append(f"Source: {markdown.inline_text(item.source)}")
             if item.url:
                 out.append(item.url)
-            out += ["", markdown.to_text(item.body), ""]
+            out += ["", markdown.to_text(item.body, doc.markdown_tokens(item.body)), ""]
             if item.image:
                 out += [f"[Image: {item.image.alt}] {item.image.src}", ""]
             if item.button and item.url:
                 out += [f"{markdown.inline_text(item.button)}: {item.url}", ""]
     if doc.outro:
-        out += [RULE, "", markdown.to_text(doc.outro), ""]
+        out += [RULE, "", markdown.to_text(doc.outro, doc.markdown_tokens(doc.outro)), ""]
     out += [
         "-- ",
         f"{ph.EMAIL_ONLY[0]}You are receiving this because you subscribed to {mailing_list.name}.",

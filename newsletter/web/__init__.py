@@ -122,10 +122,12 @@ def init_app(app: Flask) -> None:
     from newsletter.web import archive
     from newsletter.web import health
     from newsletter.web import outbox
+    from newsletter.web import preview
 
     app.register_blueprint(health.bp)
     app.register_blueprint(outbox.bp)
     app.register_blueprint(archive.bp)
+    app.register_blueprint(preview.bp)
 
     app.teardown_appcontext(_close_session)
     app.after_request(_security_headers)
