@@ -297,6 +297,19 @@ class Pacer:
             return self.database.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         return self.database.engine.begin()
 
+    def give_back(self, unused: int) -> None:
+        """Return slots that were reserved but not used to the daily quota."""
+        if self.unlimited or unused <= 0:
+            return
+        table = SendPace.__table__
+        greatest = sa.func.greatest if self._postgres else sa.func.max
+        with self._connection() as connection:
+            connection.execute(
+                sa.update(table)
+                .where(table.c.name == self.name)
+                .values(quota_used_since=greatest(table.c.quota_used_since - unused, 0.0))
+            )
+
     def recover_rate(self) -> None:
         """Raise the shared rate again, step by step, after throttling stopped."""
         if self.unlimited:

@@ -689,6 +689,7 @@ class DeliveryWorker:
         self._streaks: dict[int, list[int]] = {}
         self._last_heartbeat = 0.0
         self._last_housekeeping = 0.0
+        self._unused_slots = 0
 
     # -- lifecycle --
 
@@ -830,17 +831,17 @@ class DeliveryWorker:
             self._claim()
         if not self._buffer:
             return []
-        # A few slots ahead (up to one per thread): one round trip serves several messages.
-        wanted = min(self.settings.concurrency, len(self._buffer)) - len(self._slots)
+        wanted = min(free, len(self._buffer)) - len(self._slots)
         if wanted > 0:
             try:
-                self._slots.extend(self.pacer.reserve(wanted))
+                self._slots.extend(self._reserve(wanted))
             except QuotaExhausted:
                 self._pause_buffered_for_quota()
                 return []
         now = time.time()
         while self._slots and self._slots[0] < now - STALE_SLOT:
             self._slots.popleft()
+            self._unused_slots += 1
         due = []
         while free > 0 and self._buffer and self._slots and self._slots[0] <= now + SLOT_LEAD:
             job = self._buffer.popleft()
@@ -848,6 +849,17 @@ class DeliveryWorker:
             due.append(job)
             free -= 1
         return due
+
+    def _reserve(self, wanted: int) -> list[float]:
+        try:
+            return self.pacer.reserve(wanted)
+        except QuotaExhausted:
+            if not self._unused_slots:
+                raise
+            # Slots given up late still count against the quota until given back.
+            self.pacer.give_back(self._unused_slots)
+            self._unused_slots = 0
+            return self.pacer.reserve(wanted)
 
     def _claim(self) -> None:
         with self.database.transaction() as session:
@@ -1142,6 +1154,10 @@ class DeliveryWorker:
         self._last_housekeeping = time.monotonic()
         self.pacer.refresh_quota()
         self.pacer.recover_rate()
+        if self._unused_slots:
+            # Slots given up were counted against the daily quota: give them back.
+            self.pacer.give_back(self._unused_slots)
+            self._unused_slots = 0
         quota_left = self.pacer.quota_left()
         with self.database.transaction() as session:
             recover_lost_workers(session, lease=self.settings.lease)
