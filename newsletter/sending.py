@@ -211,16 +211,22 @@ def create_ledger(session: so.Session, issue: Issue) -> int:
     return max(result.rowcount or 0, 0)
 
 
+def check_can_send(plan: SendPlan) -> None:
+    """Refuse to send an issue (list + slug) that was sent or cancelled before."""
+    issue = plan.existing
+    if issue is not None and issue.status in (IssueStatus.SENT, IssueStatus.CANCELLED):
+        raise SendError(
+            f"Issue {issue.slug!r} was already sent to {plan.mailing_list.slug!r} "
+            f"({issue.status.value}). Give the new issue another slug to send it."
+        )
+
+
 def start_send(session: so.Session, plan: SendPlan, *, at: datetime | None = None) -> Issue:
     """Store the compiled issue and its ledger (or schedule it); resume an interrupted send."""
     now = clock.now()
+    check_can_send(plan)
     issue = plan.existing
     if issue is not None:
-        if issue.status in (IssueStatus.SENT, IssueStatus.CANCELLED):
-            raise SendError(
-                f"Issue {issue.slug!r} was already sent to {plan.mailing_list.slug!r} "
-                f"({issue.status.value}). Give the new issue another slug to send it."
-            )
         if issue.status is IssueStatus.SENDING:
             return issue
         # Paused, scheduled or draft: carry on with the version stored first.

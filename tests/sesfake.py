@@ -60,6 +60,7 @@ class SesFake:
         default_factory=lambda: {"Max24HourSend": 50000.0, "MaxSendRate": 14.0}
     )
     sending_enabled: bool = True
+    account_broken: bool = False  # GetAccount answers 500
     accepted: list[Accepted] = field(default_factory=list)
     rules: list[Rule] = field(default_factory=list)
     requests: int = 0
@@ -217,6 +218,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if self.path.rstrip("/") == "/v2/email/account":
-            self._answer(200, {}, self.state.account())
+            if self.state.account_broken:
+                self._answer(*_error(*ERRORS["error500"]))
+            else:
+                self._answer(200, {}, self.state.account())
         else:
             self._answer(404, {"x-amzn-ErrorType": "NotFoundException"}, {"message": "no"})

@@ -112,3 +112,19 @@ def test_bad_issue_file_names_the_problem(runner, weekly, tmp_path):
     result = runner("send", str(bad), "--list", "weekly", "--yes")
     assert result.exit_code == 1
     assert "bad.yaml" in result.output and "surprise" in result.output
+
+
+def test_status_lists_recent_sends(runner, weekly, outbox):
+    assert runner("status").output.strip() == "No issues sent yet."
+    assert runner("send", ISSUE_FILE, "--list", "weekly", "--yes").exit_code == 0
+    result = runner("status")
+    assert result.exit_code == 0
+    assert "unlocking-the-kernel\tweekly\tsent\tsent 3/3\tfailed 0\tunknown 0" in result.output
+
+
+def test_sent_issue_is_refused_before_asking(runner, weekly, outbox):
+    assert runner("send", ISSUE_FILE, "--list", "weekly", "--yes").exit_code == 0
+    result = runner("send", ISSUE_FILE, "--list", "weekly")
+    assert result.exit_code == 1
+    assert "already sent" in result.output and "?" not in result.output
+    assert len(outbox.messages) == 3

@@ -122,6 +122,7 @@ def send(
             sending.send_test_copies(session, state.mailer, plan, test_to, config=config)
             click.echo(f"Sent {len(test_to)} test copies ({', '.join(test_to)}).")
             return
+        sending.check_can_send(plan)
         audience = plan.audience
         click.echo(
             f"Issue {plan.compiled.title!r} ({plan.compiled.slug}) to list "
