@@ -96,6 +96,10 @@ class SendError(NewsletterError):
     """A send cannot be started or changed as asked."""
 
 
+class WorkerBusy(SendError):
+    """SQLite allows one worker, and another one is running."""
+
+
 # --- Starting a send ----------------------------------------------------------------------
 
 
@@ -696,6 +700,7 @@ class DeliveryWorker:
         self._last_heartbeat = 0.0
         self._last_housekeeping = 0.0
         self._unused_slots = 0
+        self._throttled = False
 
     # -- lifecycle --
 
@@ -716,7 +721,7 @@ class DeliveryWorker:
                     sa.select(Worker).where(Worker.status == WorkerStatus.RUNNING).limit(1)
                 )
                 if other is not None:
-                    raise SendError(
+                    raise WorkerBusy(
                         f"Another worker is running (process {other.pid} on {other.hostname}). "
                         "With SQLite only one worker can send; use PostgreSQL for more."
                     )
@@ -974,6 +979,15 @@ class DeliveryWorker:
             self._buffer.extendleft(reversed(due))
             time.sleep(1.0)
             return []
+        if self._throttled:
+            # After the commit: the shared row has its own short transaction (SQLite
+            # would wait on our own write lock otherwise).
+            self._throttled = False
+            self._slots.clear()
+            try:
+                self.pacer.throttled()
+            except sqlalchemy.exc.OperationalError as exc:
+                log.error("could not slow the shared rate down: %s", exc)
         return ready
 
     def _record(self, session: so.Session, outcomes: list[Outcome]) -> None:
@@ -1006,8 +1020,7 @@ class DeliveryWorker:
                 row["retry_at"] = now + _backoff(1)
                 row["error"] = str(error)
                 self.progress.throttled += 1
-                self.pacer.throttled()
-                self._slots.clear()
+                self._throttled = True
             elif isinstance(error, (QuotaExceededError, AccountPausedError)):
                 row.update(status=DeliveryStatus.QUEUED, attempts=job.attempts, claimed_by=None)
                 row["error"] = str(error)

@@ -128,3 +128,23 @@ def test_sent_issue_is_refused_before_asking(runner, weekly, outbox):
     assert result.exit_code == 1
     assert "already sent" in result.output and "?" not in result.output
     assert len(outbox.messages) == 3
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_sqlite_send_while_a_worker_runs_leaves_it_to_that_worker(
+    runner, weekly, outbox, db_session
+):
+    from newsletter.models import Worker
+    from newsletter.models import WorkerStatus
+
+    # A live worker on another machine, heart-beating now.
+    db_session.add(
+        Worker(id="busy", hostname="elsewhere", pid=1, concurrency=8, status=WorkerStatus.RUNNING)
+    )
+    db_session.commit()
+    result = runner("send", ISSUE_FILE, "--list", "weekly", "--yes")
+    assert result.exit_code == 0, result.output
+    assert "Another worker is running" in result.output
+    assert "The send is queued" in result.output
+    assert outbox.messages == []
+    assert _issue_count(db_session) == (1, 3)

@@ -30,7 +30,14 @@ def _parse_when(value: str) -> datetime:
 
 
 def _deliver(state: CliState, issue_id: int, concurrency: int | None) -> None:
-    progress = run_worker(state, issue_id=issue_id, until_idle=True, concurrency=concurrency)
+    try:
+        run_worker(state, issue_id=issue_id, until_idle=True, concurrency=concurrency)
+    except sending.WorkerBusy as exc:
+        click.echo(
+            f"{exc}\nThe send is queued; that worker delivers it. "
+            f"Watch it with `newsletter status {issue_id}`."
+        )
+        return
     with state.transaction() as session:
         report = sending.issue_report(session, issue_id, lease=state.config["WORKER_LEASE"])
     issue = report.issue
@@ -42,7 +49,6 @@ def _deliver(state: CliState, issue_id: int, concurrency: int | None) -> None:
             f"{issue.id}`.",
             err=True,
         )
-    del progress
 
 
 @click.command("send")
