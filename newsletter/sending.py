@@ -216,8 +216,12 @@ def create_ledger(session: so.Session, issue: Issue) -> int:
 
 
 def check_can_send(plan: SendPlan) -> None:
-    """Refuse to send an issue (list + slug) that was sent or cancelled before."""
+    """Refuse a send that was done before, or that would reach nobody."""
     issue = plan.existing
+    if issue is None and plan.audience.recipients == 0:
+        raise SendError(
+            f"The list {plan.mailing_list.slug!r} has no active readers: nothing to send."
+        )
     if issue is not None and issue.status in (IssueStatus.SENT, IssueStatus.CANCELLED):
         raise SendError(
             f"Issue {issue.slug!r} was already sent to {plan.mailing_list.slug!r} "

@@ -148,3 +148,11 @@ def test_sqlite_send_while_a_worker_runs_leaves_it_to_that_worker(
     assert "The send is queued" in result.output
     assert outbox.messages == []
     assert _issue_count(db_session) == (1, 3)
+
+
+def test_a_list_without_readers_is_refused(runner, make_list, outbox, db_session):
+    make_list(slug="empty")
+    result = runner("send", ISSUE_FILE, "--list", "empty", "--yes")
+    assert result.exit_code == 1
+    assert "has no active readers" in result.output
+    assert _issue_count(db_session) == (0, 0)
