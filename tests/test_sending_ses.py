@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+
+from newsletter.models import Issue
 
 ISSUE_FILE = str(Path(__file__).parent / "data" / "sending-issue.yaml")
 
@@ -53,7 +56,9 @@ def test_rate_and_quota_come_from_the_ses_account(runner, weekly, ses_app_config
     db_session.commit()
 
 
-def test_without_a_rate_an_unreadable_quota_is_one_clear_line(runner, weekly, ses_app_config):
+def test_without_a_rate_an_unreadable_quota_is_one_clear_line(
+    runner, weekly, ses_app_config, db_session
+):
     ses_app_config.account_broken = True
     result = runner("send", ISSUE_FILE, "--list", "weekly", "--yes")
     assert result.exit_code == 1
@@ -61,3 +66,5 @@ def test_without_a_rate_an_unreadable_quota_is_one_clear_line(runner, weekly, se
     assert "Set NEWSLETTER_SEND_RATE" in result.output
     assert "Traceback" not in result.output
     assert ses_app_config.accepted == []
+    assert db_session.scalar(sa.select(sa.func.count()).select_from(Issue)) == 0
+    db_session.commit()

@@ -13,6 +13,8 @@ from newsletter.cli import CliState
 from newsletter.cli import pass_state
 from newsletter.cli.worker import run_worker
 from newsletter.models import IssueStatus
+from newsletter.pacing import decide_settings
+from newsletter.pacing import quota_source_for
 
 
 def _parse_when(value: str) -> datetime:
@@ -148,6 +150,9 @@ def send(
         if dry_run:
             click.echo("Dry run: nothing was sent.")
             return
+    if not (when or queue_only):
+        # Read the SES quota before storing anything: a send that cannot start stores nothing.
+        decide_settings(config.get("SEND_RATE"), quota_source_for(state.mailer))
     if not yes:
         verb = f"Schedule for {when.isoformat()}" if when else "Send now"
         click.confirm(f"{verb} to {audience.recipients} readers?", abort=True)
