@@ -89,10 +89,13 @@ def register_commands() -> None:
     from newsletter.cli import database
     from newsletter.cli import issue
     from newsletter.cli import lists
+    from newsletter.cli import send
     from newsletter.cli import serve
+    from newsletter.cli import status
     from newsletter.cli import subscribers
+    from newsletter.cli import worker
 
-    for module in (database, issue, lists, serve, subscribers):
+    for module in (database, issue, lists, serve, subscribers, send, worker, status):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -119,6 +119,7 @@ def init_app(app: Flask) -> None:
         count = app.config["PROXY_COUNT"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count, x_host=count)
 
+    from newsletter.web import archive
     from newsletter.web import health
     from newsletter.web import outbox
     from newsletter.web import preview
@@ -127,6 +128,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(health.bp)
     app.register_blueprint(outbox.bp)
     app.register_blueprint(public.bp)
+    app.register_blueprint(archive.bp)
     app.register_blueprint(preview.bp)
 
     app.teardown_appcontext(_close_session)

@@ -1,0 +1,218 @@
+"""Worker processes for real: SIGKILL at random points, and several workers sharing the rate."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from newsletter import sending
+from newsletter.models import Delivery
+from newsletter.models import DeliveryStatus
+from newsletter.models import Issue
+from newsletter.models import IssueStatus
+from newsletter.models import MailingList
+from newsletter.models import Subscriber
+from newsletter.models import Subscription
+from newsletter.models import SubscriptionStatus
+from newsletter.pacing import PaceSettings
+
+ISSUE_FILE = Path(__file__).parent / "data" / "sending-issue.yaml"
+NEWSLETTER = str(Path(sys.executable).parent / "newsletter")
+CONCURRENCY = 4
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.fixture
+def ses_fake():
+    from sesfake import SesFake
+
+    fake = SesFake(latency=0.02)
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+def _populate(app, db_session, readers: int) -> int:
+    """A list with `readers` active subscribers and an issue queued for them; its id."""
+    mailing_list = MailingList(slug="weekly", name="o11y weekly", from_address="news@example.com")
+    db_session.add(mailing_list)
+    db_session.flush()
+    db_session.execute(
+        sa.insert(Subscriber),
+        [
+            {"email": f"r{n}@example.com", "display_email": f"r{n}@example.com", "name": None}
+            for n in range(readers)
+        ],
+    )
+    ids = db_session.scalars(sa.select(Subscriber.id)).all()
+    db_session.execute(
+        sa.insert(Subscription),
+        [
+            {
+                "subscriber_id": sid,
+                "list_id": mailing_list.id,
+                "status": SubscriptionStatus.ACTIVE,
+                "source": "import",
+            }
+            for sid in ids
+        ],
+    )
+    plan = sending.plan_send(db_session, ISSUE_FILE, "weekly", base_url=app.config["BASE_URL"])
+    issue_id = sending.start_send(db_session, plan).id
+    db_session.commit()
+    return issue_id
+
+
+def _worker_process(
+    app, fake, rate: float, *args: str, log: Path | None = None
+) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "NEWSLETTER_ENV": "production",
+        "NEWSLETTER_DATABASE_URL": app.config["DATABASE_URL"],
+        "NEWSLETTER_SECRET_KEY": app.config["SECRET_KEY"],
+        "NEWSLETTER_BASE_URL": app.config["BASE_URL"],
+        "NEWSLETTER_MAIL_BACKEND": "ses",
+        "NEWSLETTER_SES_ENDPOINT_URL": fake.url,
+        "NEWSLETTER_SES_REGION": "us-east-1",
+        "NEWSLETTER_SEND_RATE": str(rate),
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }
+    command = [NEWSLETTER, "worker", "--concurrency", str(CONCURRENCY), *args]
+    output = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
+    return subprocess.Popen(command, env=env, stdout=output, stderr=output)
+
+
+def _counts(db_session, issue_id):
+    counts = dict(
+        db_session.execute(
+            sa.select(Delivery.status, sa.func.count())
+            .where(Delivery.issue_id == issue_id)
+            .group_by(Delivery.status)
+        ).all()
+    )
+    db_session.commit()
+    return counts
+
+
+def test_sigkill_at_random_points_then_resume(app, db_session, ses_fake):
+    readers = 240
+    issue_id = _populate(app, db_session, readers)
+    rng = random.Random()
+    kills = 3
+    for _ in range(kills):
+        before = len(ses_fake.accepted)
+        process = _worker_process(app, ses_fake, 400)
+        # Kill it mid-send: after a random number of messages went out.
+        target = before + rng.randint(5, 50)
+        deadline = time.monotonic() + 20
+        while len(ses_fake.accepted) < target and time.monotonic() < deadline:
+            time.sleep(0.002)
+        time.sleep(rng.random() * 0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        in_flight = _counts(db_session, issue_id).get(DeliveryStatus.SENDING, 0)
+        assert in_flight <= CONCURRENCY
+
+    process = _worker_process(app, ses_fake, 400, "--once")
+    assert process.wait(timeout=60) == 0
+
+    received = ses_fake.recipients()
+    assert len(received) == len(set(received)), "a reader got a second copy"
+    counts = _counts(db_session, issue_id)
+    unknown = counts.get(DeliveryStatus.UNKNOWN, 0)
+    assert set(counts) <= {DeliveryStatus.SENT, DeliveryStatus.UNKNOWN}, counts
+    assert counts[DeliveryStatus.SENT] + unknown == readers  # nobody skipped
+    assert unknown <= CONCURRENCY * kills
+    rows = db_session.execute(
+        sa.select(Delivery.status, Delivery.ses_message_id, Subscriber.email).join(Subscriber)
+    ).all()
+    accepted = {m.message_id: m.recipients[0] for m in ses_fake.accepted}
+    for status, message_id, address in rows:
+        if status is DeliveryStatus.SENT:
+            assert accepted[message_id] == address
+    # Every message SES took is on the ledger as sent, or listed as unknown.
+    unknown_addresses = {a for s, _, a in rows if s is DeliveryStatus.UNKNOWN}
+    sent_ids = {m for s, m, _ in rows if s is DeliveryStatus.SENT}
+    for message_id, address in accepted.items():
+        assert message_id in sent_ids or address in unknown_addresses
+    issue = db_session.get(Issue, issue_id)
+    assert issue.status is IssueStatus.SENT
+    db_session.commit()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_workers_share_the_rate_and_never_claim_the_same_row(app, db_session, ses_fake):
+    readers, rate = 180, 60.0
+    issue_id = _populate(app, db_session, readers)
+    ARTIFACTS.mkdir(exist_ok=True)
+    logs = [ARTIFACTS / f"sending-worker{n}.log" for n in range(3)]
+    for log in logs:
+        log.unlink(missing_ok=True)
+    processes = [_worker_process(app, ses_fake, rate, "--once", log=log) for log in logs]
+    for process, log in zip(processes, logs, strict=True):
+        assert process.wait(timeout=60) == 0, log.read_text()[-3000:]
+
+    received = ses_fake.recipients()
+    assert sorted(received) == sorted(f"r{n}@example.com" for n in range(readers))
+    times = sorted(m.at for m in ses_fake.accepted)
+    busiest = max(sum(1 for t in times[i:] if t < start + 1.0) for i, start in enumerate(times))
+    assert busiest <= rate * 1.05, busiest
+    # They really shared the work.
+    claimed_by = Counter(
+        db_session.scalars(sa.select(Delivery.claimed_by).where(Delivery.issue_id == issue_id))
+    )
+    assert len(claimed_by) >= 2, claimed_by
+    db_session.commit()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_claims_skip_rows_locked_by_another_worker(app, db_session, outbox):
+    issue_id = _populate(app, db_session, 20)
+    database = app.extensions["newsletter.db"]
+    with database.transaction() as other:
+        locked = other.scalars(
+            sa.select(Delivery.id)
+            .where(Delivery.issue_id == issue_id)
+            .order_by(Delivery.id)
+            .limit(8)
+            .with_for_update(skip_locked=True)
+        ).all()
+        worker = sending.DeliveryWorker(
+            database, outbox, app.config, PaceSettings(max_rate=None, quota=None)
+        )
+        worker._claim()
+        claimed = {job.delivery_id for job in worker._buffer}
+    assert len(claimed) == 12
+    assert not claimed & set(locked)
+
+
+def test_ctrl_c_stops_cleanly_and_a_new_worker_goes_on(app, db_session, ses_fake):
+    readers = 150
+    issue_id = _populate(app, db_session, readers)
+    process = _worker_process(app, ses_fake, 300)
+    deadline = time.monotonic() + 20
+    while len(ses_fake.accepted) < 20 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=30) == 0
+    counts = _counts(db_session, issue_id)
+    # Clean stop: what was in flight was recorded, nothing is left `sending` or `unknown`.
+    assert DeliveryStatus.SENDING not in counts and DeliveryStatus.UNKNOWN not in counts
+    assert 0 < counts[DeliveryStatus.SENT] < readers
+    assert counts[DeliveryStatus.SENT] == len(ses_fake.accepted)
+
+    assert _worker_process(app, ses_fake, 300, "--once").wait(timeout=60) == 0
+    received = ses_fake.recipients()
+    assert sorted(received) == sorted(f"r{n}@example.com" for n in range(readers))
+    assert _counts(db_session, issue_id) == {DeliveryStatus.SENT: readers}
