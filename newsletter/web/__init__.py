@@ -121,9 +121,11 @@ def init_app(app: Flask) -> None:
 
     from newsletter.web import health
     from newsletter.web import outbox
+    from newsletter.web import webhooks
 
     app.register_blueprint(health.bp)
     app.register_blueprint(outbox.bp)
+    webhooks.init_app(app)
 
     app.teardown_appcontext(_close_session)
     app.after_request(_security_headers)
