@@ -376,18 +376,14 @@ def issue_feedback_figures(session: so.Session, issue_id: int) -> dict[str, Any]
         sa.select(
             FeedbackEvent.kind,
             FeedbackEvent.bounce_type,
-            FeedbackEvent.bounce_subtype == "OnAccountSuppressionList",
+            FeedbackEvent.bounce_subtype,
             sa.func.count(),
         )
         .where(FeedbackEvent.issue_id == issue_id)
-        .group_by(
-            FeedbackEvent.kind,
-            FeedbackEvent.bounce_type,
-            FeedbackEvent.bounce_subtype == "OnAccountSuppressionList",
-        )
+        .group_by(FeedbackEvent.kind, FeedbackEvent.bounce_type, FeedbackEvent.bounce_subtype)
     ):
         label = bounce_type
-        if kind is FeedbackKind.BOUNCE and bounce_type == "Permanent" and subtype:
+        if bounce_type == "Permanent" and subtype == "OnAccountSuppressionList":
             label = "OnAccountSuppressionList"
         counts[(kind, label)] = counts.get((kind, label), 0) + n
 

@@ -90,8 +90,9 @@ def register_commands() -> None:
     from newsletter.cli import lists
     from newsletter.cli import serve
     from newsletter.cli import subscribers
+    from newsletter.cli import suppressions
 
-    for module in (database, lists, serve, subscribers):
+    for module in (database, lists, serve, subscribers, suppressions):
         for command in module.COMMANDS:
             main.add_command(command)
 
