@@ -28,6 +28,15 @@ DEFAULTS: dict[str, Any] = {
     "SES_CONFIGURATION_SET": None,
     # Messages per second across all workers; None reads the SES account quota.
     "SEND_RATE": None,
+    # Sends in flight at once per worker process (threads; SES latency hides behind them).
+    "SEND_CONCURRENCY": 8,
+    # A worker silent for this many seconds is taken for dead: its in-flight rows
+    # become "unknown" (on the same machine a vanished process is noticed at once).
+    "WORKER_LEASE": 30,
+    # This many errors in a row pause the send (a cause common to all, not the readers).
+    "SEND_MAX_CONSECUTIVE_ERRORS": 10,
+    # Seconds to wait for SES to answer one call before retrying it later.
+    "SES_TIMEOUT": 15.0,
     # Comma-separated SNS topic ARNs whose notifications are accepted.
     "SNS_TOPIC_ARNS": "",
     # Reject SNS messages whose signed Timestamp is older than this many seconds (0: no
@@ -72,8 +81,11 @@ _INT_KEYS = {
     "SOFT_BOUNCE_LIMIT",
     "SOFT_BOUNCE_DAYS",
     "SNS_MAX_AGE",
+    "SEND_CONCURRENCY",
+    "WORKER_LEASE",
+    "SEND_MAX_CONSECUTIVE_ERRORS",
 }
-_FLOAT_KEYS = {"SEND_RATE"}
+_FLOAT_KEYS = {"SEND_RATE", "SES_TIMEOUT"}
 _BOOL_KEYS = {"CHECK_DELIVERABILITY"}
 
 

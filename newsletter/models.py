@@ -60,6 +60,12 @@ class DeliveryStatus(enum.StrEnum):
     COMPLAINED = "complained"
 
 
+class WorkerStatus(enum.StrEnum):
+    RUNNING = "running"
+    STOPPED = "stopped"  # shut down cleanly: nothing left in flight
+    LOST = "lost"  # stopped heart-beating (killed, machine gone): its in-flight rows are unknown
+
+
 class SuppressionReason(enum.StrEnum):
     HARD_BOUNCE = "hard_bounce"
     SOFT_BOUNCES = "soft_bounces"
@@ -209,6 +215,9 @@ class Issue(Base):
     started_at: so.Mapped[datetime | None]
     finished_at: so.Mapped[datetime | None]
     paused_reason: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    # Set when a pause ends by itself (the SES daily quota frees); None needs the editor.
+    resume_at: so.Mapped[datetime | None]
+    preheader: so.Mapped[str | None] = so.mapped_column(sa.String(500))
 
     list: so.Mapped[MailingList] = so.relationship()
 
@@ -232,7 +241,7 @@ class Delivery(Base):
     )
     status: so.Mapped[DeliveryStatus] = enum_column(DeliveryStatus)
     attempts: so.Mapped[int] = so.mapped_column(default=0)
-    claimed_by: so.Mapped[str | None] = so.mapped_column(sa.String(100))
+    claimed_by: so.Mapped[str | None] = so.mapped_column(sa.String(100), index=True)
     claimed_at: so.Mapped[datetime | None]
     # Not before this time (retry back-off after throttling or a network error).
     retry_at: so.Mapped[datetime | None]
@@ -244,6 +253,42 @@ class Delivery(Base):
 
     issue: so.Mapped[Issue] = so.relationship()
     subscriber: so.Mapped[Subscriber] = so.relationship()
+
+
+class Worker(Base):
+    """A running `newsletter worker` (or in-process send): its heartbeat proves it is alive."""
+
+    __tablename__ = "worker"
+
+    id: so.Mapped[str] = so.mapped_column(sa.String(100), primary_key=True)
+    hostname: so.Mapped[str] = so.mapped_column(sa.String(255))
+    pid: so.Mapped[int]
+    concurrency: so.Mapped[int]
+    status: so.Mapped[WorkerStatus] = enum_column(WorkerStatus, index=True)
+    started_at: so.Mapped[created]
+    heartbeat_at: so.Mapped[datetime] = so.mapped_column(default=clock.now)
+    stopped_at: so.Mapped[datetime | None]
+
+
+class SendPace(Base):
+    """The send budget every worker shares: the rate, the next free slot, the daily quota."""
+
+    __tablename__ = "send_pace"
+
+    name: so.Mapped[str] = so.mapped_column(sa.String(32), primary_key=True)
+    # Messages per second allowed (configured, or 90% of SES MaxSendRate).
+    max_rate: so.Mapped[float] = so.mapped_column(sa.Float)
+    # The rate in force now: lowered when SES throttles, raised again slowly.
+    rate: so.Mapped[float] = so.mapped_column(sa.Float)
+    rate_changed_at: so.Mapped[float] = so.mapped_column(sa.Float, default=0.0)
+    # Unix time of the next free send slot. A float, not a timestamp: slots are
+    # milliseconds apart and computed with arithmetic on every reservation.
+    next_slot: so.Mapped[float] = so.mapped_column(sa.Float, default=0.0)
+    # The SES 24-hour quota as last read, and what has been reserved since.
+    quota_max: so.Mapped[float | None] = so.mapped_column(sa.Float)
+    quota_sent: so.Mapped[float] = so.mapped_column(sa.Float, default=0.0)
+    quota_used_since: so.Mapped[float] = so.mapped_column(sa.Float, default=0.0)
+    quota_read_at: so.Mapped[datetime | None]
 
 
 class Suppression(Base):

@@ -1,7 +1,7 @@
 """bounces: processed SNS notifications and per-message SES feedback events
 
 Revision ID: b7e3c1d2a9f4
-Revises: 830c49af685d
+Revises: 5e7d1c2a9b40 (re-chained after merging branch sending)
 Create Date: 2026-11-25 05:30:00
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 
 
 revision: str = "b7e3c1d2a9f4"
-down_revision: str | Sequence[str] | None = "830c49af685d"
+down_revision: str | Sequence[str] | None = "5e7d1c2a9b40"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

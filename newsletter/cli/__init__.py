@@ -88,11 +88,14 @@ def register_commands() -> None:
     """Attach every command module's commands to the main group."""
     from newsletter.cli import database
     from newsletter.cli import lists
+    from newsletter.cli import send
     from newsletter.cli import serve
+    from newsletter.cli import status
     from newsletter.cli import subscribers
     from newsletter.cli import suppressions
+    from newsletter.cli import worker
 
-    for module in (database, lists, serve, subscribers, suppressions):
+    for module in (database, lists, serve, subscribers, send, worker, status, suppressions):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -1,0 +1,162 @@
+"""`newsletter send`: send an issue to a list (or test copies), schedule it, resume it."""
+
+from __future__ import annotations
+
+from datetime import UTC
+from datetime import datetime
+
+import click
+
+from newsletter import clock
+from newsletter import sending
+from newsletter.cli import CliState
+from newsletter.cli import pass_state
+from newsletter.cli.worker import run_worker
+from newsletter.models import IssueStatus
+
+
+def _parse_when(value: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a date and time; write e.g. 2026-12-01T09:00+01:00"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    if when <= clock.now():
+        raise click.BadParameter(f"{value!r} is in the past.")
+    return when.astimezone(UTC)
+
+
+def _deliver(state: CliState, issue_id: int, concurrency: int | None) -> None:
+    progress = run_worker(state, issue_id=issue_id, until_idle=True, concurrency=concurrency)
+    with state.transaction() as session:
+        report = sending.issue_report(session, issue_id, lease=state.config["WORKER_LEASE"])
+    issue = report.issue
+    if issue.status is IssueStatus.PAUSED:
+        raise click.ClickException(f"The send is paused: {issue.paused_reason}")
+    if report.unknown:
+        click.echo(
+            f"{len(report.unknown)} messages are in an unknown state; see `newsletter status "
+            f"{issue.id}`.",
+            err=True,
+        )
+    del progress
+
+
+@click.command("send")
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@click.option("--list", "list_slug", metavar="SLUG", help="The list to send to.")
+@click.option(
+    "--test-to",
+    multiple=True,
+    metavar="ADDRESS",
+    help='Send a test copy marked "[TEST]" to this address only (repeatable).',
+)
+@click.option("--at", "at", metavar="WHEN", help="Schedule, e.g. 2026-12-01T09:00+01:00.")
+@click.option("--dry-run", is_flag=True, help="Check and count; send nothing.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option(
+    "--retry-unknown",
+    "retry_ref",
+    metavar="ISSUE",
+    help="Send again the messages of ISSUE whose fate is unknown after a crash.",
+)
+@click.option("--resume", "resume_ref", metavar="ISSUE", help="Go on with a paused send.")
+@click.option("--queue-only", is_flag=True, help="Only queue the send; running workers deliver it.")
+@click.option("--concurrency", type=click.IntRange(1, 256), default=None, hidden=True)
+@pass_state
+def send(
+    state: CliState,
+    file: str | None,
+    list_slug: str | None,
+    test_to: tuple[str, ...],
+    at: str | None,
+    dry_run: bool,
+    yes: bool,
+    retry_ref: str | None,
+    resume_ref: str | None,
+    queue_only: bool,
+    concurrency: int | None,
+) -> None:
+    """Send the issue FILE to the list SLUG, after showing the audience and asking.
+
+    \b
+    newsletter send issue.yaml --list weekly --test-to me@example.com
+    newsletter send issue.yaml --list weekly
+    newsletter send issue.yaml --list weekly --at 2026-12-01T09:00+01:00
+
+    The issue is stored as checked now: later edits of the file change nothing already
+    sending. Every reader gets it once; Ctrl-C stops cleanly, and running the same
+    command (or `newsletter worker`) again goes on where it stopped.
+    """
+    config = state.config
+    if retry_ref or resume_ref:
+        with state.transaction() as session:
+            if retry_ref:
+                issue, count = sending.retry_unknown(session, retry_ref)
+                click.echo(f"Queued {count} messages of {issue.slug!r} again.")
+            else:
+                issue = sending.resume_issue(session, resume_ref)
+                click.echo(f"Resumed {issue.slug!r}.")
+            issue_id = issue.id
+        if not queue_only:
+            _deliver(state, issue_id, concurrency)
+        return
+
+    if not file or not list_slug:
+        raise click.UsageError("Give the issue FILE and --list SLUG.")
+    when = _parse_when(at) if at else None
+
+    with state.transaction() as session:
+        plan = sending.plan_send(session, file, list_slug, base_url=config["BASE_URL"])
+        for warning in plan.compiled.warnings:
+            click.echo(f"warning: {warning}", err=True)
+        if test_to:
+            if dry_run:
+                click.echo(
+                    f"Would send test copies of {plan.compiled.subject!r} to: " + ", ".join(test_to)
+                )
+                return
+            sending.send_test_copies(session, state.mailer, plan, test_to, config=config)
+            click.echo(f"Sent {len(test_to)} test copies ({', '.join(test_to)}).")
+            return
+        audience = plan.audience
+        click.echo(
+            f"Issue {plan.compiled.title!r} ({plan.compiled.slug}) to list "
+            f"{plan.mailing_list.slug!r}: {audience.recipients} readers"
+            + (
+                f" ({audience.suppressed} suppressed addresses skipped)"
+                if audience.suppressed
+                else ""
+            )
+            + "."
+        )
+        if plan.existing is not None:
+            click.echo(
+                f"This issue exists already ({plan.existing.status.value}); the stored version "
+                "is used and only readers not yet handled get it."
+            )
+        if dry_run:
+            click.echo("Dry run: nothing was sent.")
+            return
+    if not yes:
+        verb = f"Schedule for {when.isoformat()}" if when else "Send now"
+        click.confirm(f"{verb} to {audience.recipients} readers?", abort=True)
+    with state.transaction() as session:
+        plan.mailing_list = session.merge(plan.mailing_list)
+        if plan.existing is not None:
+            plan.existing = session.merge(plan.existing)
+        issue = sending.start_send(session, plan, at=when)
+        issue_id, status = issue.id, issue.status
+    if status is IssueStatus.SCHEDULED:
+        click.echo(f"Scheduled for {when.isoformat()}; a running `newsletter worker` sends it.")
+        return
+    if queue_only:
+        click.echo(f"Queued issue {issue_id}; running workers deliver it (`newsletter status`).")
+        return
+    _deliver(state, issue_id, concurrency)
+
+
+COMMANDS = [send]

@@ -1,0 +1,95 @@
+"""`newsletter worker`: deliver queued issues; run as many as you like against PostgreSQL."""
+
+from __future__ import annotations
+
+import click
+from tqdm import tqdm
+
+from newsletter import sending
+from newsletter.cli import CliState
+from newsletter.cli import pass_state
+from newsletter.models import Delivery
+from newsletter.models import DeliveryStatus
+from newsletter.pacing import decide_settings
+from newsletter.pacing import quota_source_for
+
+
+def run_worker(
+    state: CliState,
+    *,
+    issue_id: int | None = None,
+    until_idle: bool = False,
+    concurrency: int | None = None,
+) -> sending.Progress:
+    """Run one delivery worker in this process, with a progress bar on the terminal."""
+    import sqlalchemy as sa
+
+    config = state.config
+    settings = sending.WorkerSettings.from_config(config, concurrency=concurrency)
+    mailer = sending.worker_mailer(state.mailer, config, settings.concurrency)
+    source = quota_source_for(mailer)
+    pace = decide_settings(config.get("SEND_RATE"), source)
+
+    with state.transaction() as session:
+        query = sa.select(sa.func.count()).where(Delivery.status == DeliveryStatus.QUEUED)
+        if issue_id is not None:
+            query = query.where(Delivery.issue_id == issue_id)
+        total = session.scalar(query) or 0
+
+    rate = f"{pace.max_rate:g}/s" if pace.max_rate else "no limit"
+    click.echo(f"Sending at up to {rate}, {settings.concurrency} at a time. Ctrl-C stops cleanly.")
+    bar = tqdm(total=total, unit="msg", dynamic_ncols=True, smoothing=0.1)
+
+    def on_progress(progress: sending.Progress) -> None:
+        done = progress.sent + progress.failed + progress.suppressed
+        if done > bar.total:
+            bar.total = done
+        bar.n = done
+        bar.set_postfix(sent=progress.sent, failed=progress.failed, refresh=False)
+        bar.refresh()
+
+    worker = sending.DeliveryWorker(
+        state.database,
+        mailer,
+        config,
+        pace,
+        settings=settings,
+        quota_source=source,
+        issue_id=issue_id,
+        on_progress=on_progress,
+    )
+    try:
+        progress = worker.run(until_idle=until_idle)
+    finally:
+        bar.close()
+    stopped = worker.stopping
+    click.echo(
+        f"Sent {progress.sent}, failed {progress.failed}, suppressed {progress.suppressed}, "
+        f"retrying later {progress.retried}, throttled {progress.throttled}."
+    )
+    if stopped:
+        click.echo("Stopped. Run `newsletter worker` or `newsletter send` again to go on.")
+    return progress
+
+
+@click.command("worker")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="Messages in flight at once in this process (default: NEWSLETTER_SEND_CONCURRENCY).",
+)
+@click.option("--once", is_flag=True, help="Exit when nothing is left to send.")
+@pass_state
+def worker(state: CliState, concurrency: int | None, once: bool) -> None:
+    """Deliver issues: claims queued messages and sends them at the shared SES rate.
+
+    Run one per machine or more; with PostgreSQL they share the work and the rate.
+    Scheduled issues start when due. Ctrl-C finishes the messages in flight and stops.
+    """
+    progress = run_worker(state, until_idle=once, concurrency=concurrency)
+    for issue_id, reason in progress.paused.items():
+        click.echo(f"Issue {issue_id} paused: {reason}", err=True)
+
+
+COMMANDS = [worker]
