@@ -10,6 +10,7 @@ from sns_fixtures import notification
 from sns_fixtures import ses_event
 
 from newsletter import feedback
+from newsletter import sending
 from newsletter.models import Delivery
 from newsletter.models import DeliveryStatus
 from newsletter.models import Subscription
@@ -100,7 +101,13 @@ def test_event_with_delivery_tag_resolves_an_unknown_row(
             Delivery.issue_id == issue.id, Delivery.status == DeliveryStatus.UNKNOWN
         )
     ).all()
-    assert unknown == [other.id]  # the retry list now holds only the message SES never took
+    assert unknown == [other.id]
+    # The editor's retry list (`newsletter status`, `send --retry-unknown`) drops it too.
+    assert sending.issue_report(db_session, issue.id).unknown == ["other@example.com"]
+    assert sending.retry_unknown(db_session, issue.id)[1] == 1
+    db_session.commit()
+    db_session.expire_all()
+    assert db_session.get(Delivery, row.id).status is expected
 
 
 def test_delivery_tag_of_another_message_is_not_trusted(db_session, make_ledger):

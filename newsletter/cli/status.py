@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from newsletter import feedback
 from newsletter import sending
 from newsletter.cli import CliState
 from newsletter.cli import pass_state
@@ -72,6 +73,10 @@ def status(state: CliState, issue: str | None) -> None:
             )
             for address in report.unknown:
                 click.echo(f"  {address}")
+        # What SES reported afterwards (bounces, complaints; see docs/bounces.md).
+        click.echo("Feedback from SES:")
+        for line in feedback.format_feedback(feedback.issue_feedback_figures(session, item.id)):
+            click.echo(line if line.startswith("ALERT") else f"  {line}")
 
 
 COMMANDS = [status]
