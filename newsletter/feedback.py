@@ -27,6 +27,8 @@ import sqlalchemy.orm as so
 
 from newsletter import clock
 from newsletter import suppressions
+from newsletter.addresses import InvalidAddress
+from newsletter.addresses import normalize_address
 from newsletter.errors import NotFound
 from newsletter.models import Delivery
 from newsletter.models import DeliveryStatus
@@ -165,7 +167,7 @@ def apply_ses_event(session: so.Session, payload: dict[str, Any], policy: Policy
     for email, diagnostic in recipients:
         use_row = row is not None and (len(recipients) == 1 or row.subscriber.email == email)
         delivery = row if use_row else None
-        key = delivery.subscriber.email if delivery is not None else email
+        key = delivery.subscriber.email if delivery is not None else _address_key(email)
         subscriber_id = (
             delivery.subscriber_id
             if delivery is not None
@@ -329,6 +331,14 @@ def _recipients(kind: FeedbackKind, payload: dict[str, Any]) -> list[tuple[str, 
             raise MalformedEvent("a recipient is not an email address")
         result.append((parseaddr(address)[1].lower(), _short(diagnostic, 500)))
     return result
+
+
+def _address_key(address: str) -> str:
+    """Return our key for an address SES reports (its IDNA domain back in Unicode)."""
+    try:
+        return normalize_address(address).key
+    except InvalidAddress:
+        return address
 
 
 def _detail(kind: FeedbackKind, body: dict[str, Any], diagnostic: str | None) -> str | None:

@@ -14,6 +14,7 @@ import logging
 import re
 import ssl
 import threading
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from collections.abc import Iterable
@@ -158,6 +159,10 @@ class CertificateStore:
             certificate = x509.load_pem_x509_certificate(pem)
         except ValueError:
             raise ForgedMessage("SigningCertURL does not hold a PEM certificate") from None
+        except urllib.error.HTTPError as exc:
+            if 400 <= exc.code < 500:  # no such certificate at AWS: not a message of theirs
+                raise ForgedMessage(f"SigningCertURL answered {exc.code}") from None
+            raise CertificateUnavailable(f"cannot fetch the signing certificate: {exc}") from exc
         except OSError as exc:
             # Unreachable AWS: SNS will retry, so this is not the sender's fault.
             raise CertificateUnavailable(f"cannot fetch the signing certificate: {exc}") from exc

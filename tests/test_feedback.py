@@ -185,3 +185,14 @@ def test_event_time_defaults_to_now_when_missing(db_session, make_ledger, clock)
     clock.advance(minutes=5)
     apply(db_session, event)
     assert db_session.scalar(sa.select(FeedbackEvent.occurred_at)) == clock()
+
+
+def test_bounce_for_an_internationalised_domain_finds_the_subscriber(
+    db_session, make_list, make_subscriber
+):
+    subscription = make_subscriber(make_list(), email="anna@bücher.example")
+    # SES reports the address as it went on the wire: the domain in IDNA form.
+    apply(db_session, ses_event("Bounce", "anna@xn--bcher-kva.example", style="identity"))
+    db_session.expire_all()
+    assert db_session.get(Subscription, subscription.id).status is SubscriptionStatus.BOUNCED
+    assert db_session.scalar(sa.select(Suppression.email)) == "anna@bücher.example"

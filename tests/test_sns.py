@@ -165,3 +165,19 @@ def test_app_reads_topic_arns_from_the_environment(app_config, monkeypatch):
         assert built.certificates.fetch is sns.fetch_https  # production: verified HTTPS only
     finally:
         app.extensions["newsletter.db"].dispose()
+
+
+@pytest.mark.parametrize(
+    ("code", "error"), [(404, sns.ForgedMessage), (503, sns.CertificateUnavailable)]
+)
+def test_certificate_fetch_errors(sns_signer, code, error):
+    import urllib.error
+
+    def fetch(url: str) -> bytes:
+        raise urllib.error.HTTPError(url, code, "answer", {}, None)
+
+    checker = sns.SnsGateway(
+        topic_arns=frozenset({TOPIC_ARN}), certificates=sns.CertificateStore(fetch=fetch)
+    )
+    with pytest.raises(error):
+        checker.verify(json.dumps(notification(sns_signer, {"eventType": "Open"})).encode())
