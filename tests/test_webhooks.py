@@ -347,3 +347,22 @@ def test_webhook_over_real_http(live_server, sns, db_session, make_ledger):
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=10)
     assert refused.value.code == 403
+
+
+def test_concurrent_redeliveries_apply_once(live_server, sns, db_session, make_ledger):
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, (row,) = make_ledger(["jane@example.com"])
+    event = ses_event("Complaint", "jane@example.com", message_id=row.ses_message_id)
+    body = json.dumps(notification(sns.signer, event)).encode()
+
+    def deliver(_: int) -> str:
+        request = urllib.request.Request(f"{live_server}/webhooks/ses", data=body, method="POST")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.read().decode().strip()
+
+    with ThreadPoolExecutor(6) as pool:
+        outcomes = sorted(pool.map(deliver, range(6)))
+    assert outcomes == ["applied"] + ["duplicate"] * 5
+    state = snapshot(db_session)
+    assert (state["sns"], state["events"], state["suppressed"]) == (1, 1, ["jane@example.com"])
