@@ -542,7 +542,7 @@ def _finish_issues(session: so.Session, issue_ids: Iterable[int]) -> list[int]:
     return finished
 
 
-def promote_due_issues(session: so.Session, quota_left: Callable[[], float | None]) -> list[int]:
+def promote_due_issues(session: so.Session, quota_left: float | None) -> list[int]:
     """Start scheduled issues that are due and resume quota pauses that have ended."""
     now = clock.now()
     started = []
@@ -563,9 +563,8 @@ def promote_due_issues(session: so.Session, quota_left: Callable[[], float | Non
         .with_for_update(skip_locked=True)
     ).all()
     if waiting:
-        left = quota_left()
         for issue in waiting:
-            if left is None or left >= 1:
+            if quota_left is None or quota_left >= 1:
                 issue.status = IssueStatus.SENDING
                 issue.paused_reason = None
                 issue.resume_at = None
@@ -1116,9 +1115,10 @@ class DeliveryWorker:
         """Recover lost workers, start due issues, finish done ones; True when idle."""
         self._last_housekeeping = time.monotonic()
         self.pacer.refresh_quota()
+        quota_left = self.pacer.quota_left()
         with self.database.transaction() as session:
             recover_lost_workers(session, lease=self.settings.lease)
-            promote_due_issues(session, self.pacer.quota_left)
+            promote_due_issues(session, quota_left)
             query = sa.select(Issue.id).where(Issue.status == IssueStatus.SENDING)
             if self.issue_id is not None:
                 query = query.where(Issue.id == self.issue_id)

@@ -10,21 +10,22 @@ import pytest
 import sqlalchemy as sa
 
 from newsletter import mail
+from newsletter import sending
 from newsletter.models import Delivery
 from newsletter.models import DeliveryStatus
-from newsletter.models import Issue
 from newsletter.models import IssueStatus
 from newsletter.models import SendPace
 from newsletter.models import Subscription
 from newsletter.models import SubscriptionStatus
 from newsletter.models import Suppression
 from newsletter.models import SuppressionReason
+from newsletter.models import Worker
+from newsletter.models import WorkerStatus
 from newsletter.pacing import AccountQuota
 from newsletter.pacing import FixedQuotaSource
 from newsletter.pacing import PaceSettings
 from newsletter.sending import DeliveryWorker
 from newsletter.sending import WorkerSettings
-from newsletter import sending
 
 ISSUE_FILE = Path(__file__).parent / "data" / "sending-issue.yaml"
 UNLIMITED = PaceSettings(max_rate=None, quota=None)
@@ -32,11 +33,13 @@ UNLIMITED = PaceSettings(max_rate=None, quota=None)
 
 def _statuses(db_session, issue_id):
     db_session.expire_all()
-    return dict(
+    statuses = dict(
         db_session.execute(
             sa.select(Delivery.subscriber_id, Delivery.status).where(Delivery.issue_id == issue_id)
         ).all()
     )
+    db_session.commit()  # SQLite: do not hold the write lock while the worker runs
+    return statuses
 
 
 @pytest.fixture
@@ -139,7 +142,7 @@ def test_faults_nothing_lost_nothing_twice(app, db_session, weekly, ses_fake):
     ses_fake.misbehave("throttle", 3)
     ses_fake.misbehave("error500", 1, recipient=addresses[1])
     ses_fake.misbehave("hang", 1, recipient=addresses[2], seconds=0.8)
-    ses_fake.misbehave("slow", 2, seconds=0.3)
+    ses_fake.misbehave("slow", 2, seconds=0.1)  # slower, within the timeout
     ses_fake.misbehave("reject", 1, recipient=addresses[3])
     issue = _start(app, db_session, mailing_list)
     worker = _worker(app, _ses_mailer(ses_fake, timeout=0.3), PaceSettings(max_rate=50, quota=None))
@@ -167,3 +170,173 @@ def test_faults_nothing_lost_nothing_twice(app, db_session, weekly, ses_fake):
         message = accepted[row.ses_message_id]
         assert message.tags == {"issue": str(issue.id), "delivery": str(row.id), "list": "weekly"}
         assert message.configuration_set == "newsletter-events"
+
+
+class _Hooked:
+    """Wraps a mailer: runs a hook before the n-th send, or raises errors from a script."""
+
+    name = "hooked"
+
+    def __init__(self, inner, before=None, errors=None):
+        self.inner = inner
+        self.before = before or {}
+        self.errors = list(errors or [])
+        self.calls = 0
+
+    def send(self, message):
+        self.calls += 1
+        if self.calls in self.before:
+            self.before[self.calls]()
+        if self.errors:
+            error = self.errors.pop(0)
+            if error is not None:
+                raise error
+        return self.inner.send(message)
+
+
+def test_reader_who_leaves_mid_send_gets_nothing_more(app, db_session, weekly, outbox):
+    mailing_list, active = weekly
+    issue = _start(app, db_session, mailing_list)
+    database = app.extensions["newsletter.db"]
+    ids = sorted(s.id for s in active)
+    leaver, suppressed = ids[-1], ids[-2]
+
+    def leave():
+        with database.transaction() as session:
+            session.get(Subscription, leaver).status = SubscriptionStatus.UNSUBSCRIBED
+            email = session.get(Subscription, suppressed).subscriber.email
+            session.add(Suppression(email=email, reason=SuppressionReason.COMPLAINT))
+
+    mailer = _Hooked(outbox, before={1: leave})
+    settings = WorkerSettings(concurrency=1, batch_size=100, lease=30)
+    progress = _worker(app, mailer, settings=settings).run(until_idle=True)
+    assert progress.sent == 10 and progress.suppressed == 2
+    sent_to = {m.recipient for m in outbox.messages}
+    by_id = {s.id: s.subscriber for s in active}
+    assert by_id[leaver].display_email not in sent_to
+    assert by_id[suppressed].display_email not in sent_to
+    rows = {
+        r.subscription_id: r
+        for r in db_session.scalars(sa.select(Delivery).where(Delivery.issue_id == issue.id))
+    }
+    assert rows[leaver].status is DeliveryStatus.SUPPRESSED
+    assert rows[leaver].error == "reader is unsubscribed"
+    assert rows[suppressed].error == "on the suppression list (complaint)"
+
+
+def test_consecutive_errors_pause_and_resume_loses_nobody(app, db_session, weekly, outbox):
+    mailing_list, active = weekly
+    issue = _start(app, db_session, mailing_list)
+    rejected = mail.RecipientRejectedError("MessageRejected: Email address is not verified.")
+    mailer = _Hooked(outbox, errors=[None, None] + [rejected] * 3)
+    settings = WorkerSettings(concurrency=1, batch_size=100, lease=30, max_consecutive_errors=3)
+    progress = _worker(app, mailer, settings=settings).run(until_idle=True)
+    db_session.refresh(issue)
+    assert issue.status is IssueStatus.PAUSED
+    assert "3 messages in a row" in issue.paused_reason
+    assert "not verified" in issue.paused_reason
+    assert progress.sent == 2
+    statuses = _statuses(db_session, issue.id)
+    assert sum(s is DeliveryStatus.SENT for s in statuses.values()) == 2
+    assert sum(s is DeliveryStatus.QUEUED for s in statuses.values()) == 10  # none dropped
+
+    sending.resume_issue(db_session, issue.slug)
+    db_session.commit()
+    _worker(app, outbox, settings=settings).run(until_idle=True)
+    db_session.refresh(issue)
+    assert issue.status is IssueStatus.SENT
+    assert sorted(m.recipient for m in outbox.messages) == sorted(
+        s.subscriber.display_email for s in active
+    )
+
+
+@pytest.mark.parametrize(
+    ("error", "resumes_by_itself"),
+    [
+        (mail.AccountPausedError("SendingPausedException: paused"), False),
+        (mail.QuotaExceededError("LimitExceededException: Daily message quota exceeded."), True),
+    ],
+)
+def test_account_errors_pause_the_send(app, db_session, weekly, outbox, error, resumes_by_itself):
+    mailing_list, _ = weekly
+    issue = _start(app, db_session, mailing_list)
+    mailer = _Hooked(outbox, errors=[None, error])
+    settings = WorkerSettings(concurrency=1, batch_size=100, lease=30)
+    _worker(app, mailer, settings=settings).run(until_idle=True)
+    db_session.refresh(issue)
+    assert issue.status is IssueStatus.PAUSED
+    assert (issue.resume_at is not None) is resumes_by_itself
+    statuses = _statuses(db_session, issue.id)
+    assert sum(s is DeliveryStatus.SENT for s in statuses.values()) == 1
+    assert sum(s is DeliveryStatus.QUEUED for s in statuses.values()) == 11
+    assert not any(s is DeliveryStatus.FAILED for s in statuses.values())
+
+
+def test_daily_quota_pauses_then_resumes_when_it_frees(app, db_session, weekly, outbox):
+    mailing_list, _ = weekly
+    issue = _start(app, db_session, mailing_list)
+    quota = AccountQuota(max_send_rate=1000, max_24_hour_send=5, sent_last_24_hours=0)
+    source = FixedQuotaSource(quota)
+    pace = PaceSettings(max_rate=500, quota=quota)
+    _worker(app, outbox, pace, quota_source=source).run(until_idle=True)
+    db_session.refresh(issue)
+    assert len(outbox.messages) == 5
+    assert issue.status is IssueStatus.PAUSED and issue.resume_at is not None
+
+    # A day later the quota has room again and the pause has run out.
+    source.quota = AccountQuota(max_send_rate=1000, max_24_hour_send=100, sent_last_24_hours=5)
+    issue.resume_at = sending.clock.now()
+    db_session.commit()
+    pace = PaceSettings(max_rate=500, quota=source.read())
+    _worker(app, outbox, pace, quota_source=source).run(until_idle=True)
+    db_session.refresh(issue)
+    assert issue.status is IssueStatus.SENT
+    assert len(outbox.messages) == 12
+
+
+def test_rows_of_a_dead_worker_become_unknown_and_retry_only_on_request(
+    app, db_session, weekly, outbox, runner
+):
+    mailing_list, active = weekly
+    issue = _start(app, db_session, mailing_list)
+    # A worker that died (its process is gone) with two rows in flight and three claimed.
+    dead = Worker(
+        id="gone:999999:x",
+        hostname=sending.socket.gethostname(),
+        pid=2**22 + 12345,
+        concurrency=2,
+        status=WorkerStatus.RUNNING,
+    )
+    db_session.add(dead)
+    rows = db_session.scalars(
+        sa.select(Delivery).where(Delivery.issue_id == issue.id).order_by(Delivery.id)
+    ).all()
+    for row in rows[:2]:
+        row.status, row.claimed_by = DeliveryStatus.SENDING, dead.id
+    for row in rows[2:5]:
+        row.claimed_by = dead.id
+    in_flight = [(row.subscriber_id, row.subscriber.display_email) for row in rows[:2]]
+    slug, issue_id = issue.slug, issue.id
+    db_session.commit()
+
+    _worker(app, outbox).run(until_idle=True)
+    assert len(outbox.messages) == 10  # the claimed-but-unstarted three were sent
+    statuses = _statuses(db_session, issue_id)
+    assert [statuses[sid] for sid, _ in in_flight] == [DeliveryStatus.UNKNOWN] * 2
+
+    result = runner("status", slug)
+    assert result.exit_code == 0, result.output
+    assert "unknown: 2" in result.output
+    for _, address in in_flight:
+        assert address in result.output
+
+    result = runner("send", "--retry-unknown", str(issue_id))
+    assert result.exit_code == 0, result.output
+    assert len(outbox.messages) == 12
+    assert len({m.recipient for m in outbox.messages}) == 12
+
+
+def test_status_of_unknown_issue_fails(runner):
+    result = runner("status", "no-such-issue")
+    assert result.exit_code == 1
+    assert "There is no issue 'no-such-issue'" in result.output
