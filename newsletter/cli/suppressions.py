@@ -23,7 +23,11 @@ def suppressions() -> None:
 @suppressions.command("list")
 @pass_state
 def list_command(state: CliState) -> None:
-    """Print one suppressed address a line: address, reason, since when, detail."""
+    """Show every suppressed address.
+
+    One a line: address, reason (hard_bounce, soft_bounces, complaint, manual, ses_list),
+    since when, and detail.
+    """
     with state.transaction() as session:
         count = 0
         for row in suppressions_core.iter_suppressions(session):
@@ -39,7 +43,10 @@ def list_command(state: CliState) -> None:
 @click.option("--note", default=None, help="Why, for whoever reads the list later.")
 @pass_state
 def add(state: CliState, email: str, note: str | None) -> None:
-    """Never mail EMAIL again, on any list (until `suppressions remove`)."""
+    """Never mail EMAIL again, on any list.
+
+    Until `newsletter suppressions remove EMAIL`.
+    """
     with state.transaction() as session:
         suppression = suppressions_core.add(session, email, note)
         click.echo(f"Suppressed {suppression.email} ({suppression.reason.value}).")
@@ -49,7 +56,11 @@ def add(state: CliState, email: str, note: str | None) -> None:
 @click.argument("email")
 @pass_state
 def remove(state: CliState, email: str) -> None:
-    """Mail EMAIL again: bounced subscriptions become active; complaints need a fresh signup."""
+    """Mail EMAIL again (a complaint needs a fresh signup).
+
+    Bounced subscriptions of the address become active again. Subscriptions marked
+    complained stay so: the reader must sign up again and confirm by email.
+    """
     with state.transaction() as session:
         removal = suppressions_core.remove(session, email)
     click.echo(
@@ -67,7 +78,11 @@ def remove(state: CliState, email: str) -> None:
 @suppressions.command("import-ses")
 @pass_state
 def import_ses(state: CliState) -> None:
-    """Copy the Amazon SES account-level suppression list into this one."""
+    """Copy the SES account suppression list.
+
+    Reads the Amazon SES account-level suppression list (bounces and complaints SES
+    recorded) and adds its addresses here. Needs NEWSLETTER_MAIL_BACKEND=ses.
+    """
     client = getattr(state.mailer, "client", None)
     if client is None or not hasattr(client, "list_suppressed_destinations"):
         raise NewsletterError("import-ses needs NEWSLETTER_MAIL_BACKEND=ses")
