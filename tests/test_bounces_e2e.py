@@ -128,3 +128,6 @@ def test_bounced_and_complaining_readers_get_nothing_more(
     assert "Bounced: 1 (hard 1, soft 0, undetermined 0); bounce rate 20.00%" in status.stdout
     assert "Complained: 1; complaint rate 20.00%" in status.stdout
     assert "ALERT: complaint rate 20.00%" in status.stdout
+    overview = runner("status")
+    assert overview.exit_code == 0, overview.output
+    assert overview.stdout.count("ALERT: complaint rate 20.00%") == 1  # issue 1 only

@@ -46,6 +46,9 @@ def status(state: CliState, issue: str | None) -> None:
                     f"/{report.total}\tfailed {counts.get(DeliveryStatus.FAILED, 0)}\t"
                     f"unknown {counts.get(DeliveryStatus.UNKNOWN, 0)}"
                 )
+                figures = feedback.issue_feedback_figures(session, report.issue.id)
+                for alert in figures["alerts"]:
+                    click.echo(f"  {alert}")
             return
         report = sending.issue_report(session, issue, lease=lease)
         item = report.issue
