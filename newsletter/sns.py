@@ -128,7 +128,8 @@ def string_to_sign(message: dict[str, Any]) -> bytes:
         raise MalformedMessage("unknown SNS message Type")
     parts = []
     for key in keys:
-        if key in message:
+        # A null Subject counts as absent, as in AWS's own validators (isset() in PHP).
+        if message.get(key) is not None:
             parts.append(f"{key}\n{message[key]}\n")
     return "".join(parts).encode("utf-8")
 
@@ -259,7 +260,7 @@ def parse_message(body: bytes) -> dict[str, Any]:
     for key in required:
         if not isinstance(message.get(key), str):
             raise MalformedMessage(f"{key} is missing or not a string")
-    if "Subject" in message and not isinstance(message["Subject"], str):
+    if message.get("Subject") is not None and not isinstance(message["Subject"], str):
         raise MalformedMessage("Subject is not a string")
     return message
 

@@ -181,3 +181,9 @@ def test_certificate_fetch_errors(sns_signer, code, error):
     )
     with pytest.raises(error):
         checker.verify(json.dumps(notification(sns_signer, {"eventType": "Open"})).encode())
+
+
+def test_null_subject_counts_as_absent(sns_signer):
+    message = notification(sns_signer, {"eventType": "Open"})
+    message["Subject"] = None  # signed without a Subject line
+    assert gateway(sns_signer).verify(json.dumps(message).encode())["Subject"] is None
