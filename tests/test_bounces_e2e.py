@@ -53,7 +53,6 @@ def _post(client, signer, event, version):
     assert response.status_code == 200, response.text
 
 
-@pytest.mark.slow
 def test_bounced_and_complaining_readers_get_nothing_more(
     app, client, sns, runner, db_session, moto_ses, make_list, make_subscriber, tmp_path
 ):
