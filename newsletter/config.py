@@ -39,6 +39,9 @@ DEFAULTS: dict[str, Any] = {
     "SES_TIMEOUT": 15.0,
     # Comma-separated SNS topic ARNs whose notifications are accepted.
     "SNS_TOPIC_ARNS": "",
+    # Reject SNS messages whose signed Timestamp is older than this many seconds (0: no
+    # limit). Replays are harmless anyway (deduplicated by MessageId); see docs/bounces.md.
+    "SNS_MAX_AGE": 0,
     # Confirmation links expire after this many seconds (7 days).
     "CONFIRM_MAX_AGE": 7 * 24 * 3600,
     # At most this many confirmation emails per address per 24 hours.
@@ -77,6 +80,7 @@ _INT_KEYS = {
     "PROXY_COUNT",
     "SOFT_BOUNCE_LIMIT",
     "SOFT_BOUNCE_DAYS",
+    "SNS_MAX_AGE",
     "SEND_CONCURRENCY",
     "WORKER_LEASE",
     "SEND_MAX_CONSECUTIVE_ERRORS",

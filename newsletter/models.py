@@ -74,6 +74,17 @@ class SuppressionReason(enum.StrEnum):
     SES_LIST = "ses_list"
 
 
+class FeedbackKind(enum.StrEnum):
+    """What SES reported about one message and one recipient."""
+
+    SEND = "send"
+    DELIVERY = "delivery"
+    BOUNCE = "bounce"
+    COMPLAINT = "complaint"
+    REJECT = "reject"
+    DELIVERY_DELAY = "delivery_delay"
+
+
 class MailingList(Base):
     """A publication readers subscribe to."""
 
@@ -290,6 +301,52 @@ class Suppression(Base):
     reason: so.Mapped[SuppressionReason] = enum_column(SuppressionReason)
     detail: so.Mapped[str | None] = so.mapped_column(sa.Text)
     created_at: so.Mapped[created]
+
+
+class SnsNotification(Base):
+    """An SNS notification already processed: SNS redelivers with the same MessageId."""
+
+    __tablename__ = "sns_notification"
+
+    id: so.Mapped[intpk]
+    message_id: so.Mapped[str] = so.mapped_column(sa.String(100), unique=True)
+    topic_arn: so.Mapped[str] = so.mapped_column(sa.String(256))
+    # The SES event type it carried ("Bounce", "Delivery", ...), for the operator.
+    event_type: so.Mapped[str] = so.mapped_column(sa.String(40))
+    received_at: so.Mapped[created]
+
+
+class FeedbackEvent(Base):
+    """One SES event for one message and recipient: the source of the per-issue figures."""
+
+    __tablename__ = "feedback_event"
+    __table_args__ = (
+        # The second idempotency key: SES may publish one event through two topics.
+        sa.UniqueConstraint("ses_message_id", "kind", "email"),
+        sa.Index("ix_feedback_event_issue_kind", "issue_id", "kind"),
+        sa.Index("ix_feedback_event_email_kind_at", "email", "kind", "occurred_at"),
+    )
+
+    id: so.Mapped[intpk]
+    kind: so.Mapped[FeedbackKind] = enum_column(FeedbackKind)
+    ses_message_id: so.Mapped[str] = so.mapped_column(sa.String(200))
+    email: so.Mapped[str] = so.mapped_column(sa.String(320))
+    # "Permanent", "Transient" or "Undetermined", and SES's subtype (bounces only).
+    bounce_type: so.Mapped[str | None] = so.mapped_column(sa.String(20))
+    bounce_subtype: so.Mapped[str | None] = so.mapped_column(sa.String(40))
+    delivery_id: so.Mapped[int | None] = so.mapped_column(
+        sa.ForeignKey("delivery.id", ondelete="SET NULL")
+    )
+    issue_id: so.Mapped[int | None] = so.mapped_column(
+        sa.ForeignKey("issue.id", ondelete="SET NULL")
+    )
+    subscriber_id: so.Mapped[int | None] = so.mapped_column(
+        sa.ForeignKey("subscriber.id", ondelete="SET NULL")
+    )
+    # When SES says it happened (the event's own timestamp), and when we heard of it.
+    occurred_at: so.Mapped[datetime]
+    received_at: so.Mapped[created]
+    detail: so.Mapped[str | None] = so.mapped_column(sa.Text)
 
 
 class User(Base):

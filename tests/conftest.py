@@ -417,3 +417,119 @@ def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
         tab.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
     finally:
         context.close()
+
+
+# --- bounces branch: signed SNS posts and ledger rows -------------------------------------
+
+
+@pytest.fixture(scope="session")
+def sns_signer() -> Any:
+    """A test RSA key and self-signed certificate that sign SNS messages (v1 and v2)."""
+    from sns_fixtures import SnsSigner
+
+    return SnsSigner.create()
+
+
+class SnsHarness:
+    """The app's SNS gateway wired to the test certificate; records confirmation visits."""
+
+    def __init__(self, app: Flask, signer: Any) -> None:
+        from sns_fixtures import TOPIC_ARN
+
+        from newsletter.sns import CertificateStore
+        from newsletter.sns import SnsGateway
+
+        self.signer = signer
+        self.visited: list[str] = []
+        self.fetched: list[str] = []
+
+        def fetch(url: str) -> bytes:
+            self.fetched.append(url)
+            return signer.fetch(url)
+
+        def open_url(url: str) -> bytes:
+            self.visited.append(url)
+            return b"<ConfirmSubscriptionResponse/>"
+
+        app.extensions["newsletter.sns"] = SnsGateway(
+            topic_arns=frozenset({TOPIC_ARN}),
+            certificates=CertificateStore(fetch=fetch),
+            open_url=open_url,
+        )
+
+
+@pytest.fixture
+def sns(app: Flask, sns_signer: Any) -> SnsHarness:
+    """Make the app accept SNS posts signed with the test certificate on the test topic."""
+    return SnsHarness(app, sns_signer)
+
+
+@pytest.fixture
+def make_ledger(db_session: so.Session, make_list: Callable[..., MailingList]) -> Callable:
+    """Create an issue with one `sent` ledger row per address: make_ledger(["a@x.org", ...])."""
+    from newsletter.models import Delivery
+    from newsletter.models import DeliveryStatus
+    from newsletter.models import Issue
+    from newsletter.models import IssueStatus
+
+    counter = iter(range(1, 10**6))
+
+    def _make(
+        emails: list[str],
+        status: DeliveryStatus = DeliveryStatus.SENT,
+        mailing_list: MailingList | None = None,
+    ) -> tuple[Issue, list[Any]]:
+        n = next(counter)
+        mailing_list = mailing_list or db_session.scalar(sa.select(MailingList)) or make_list()
+        issue = Issue(
+            list_id=mailing_list.id,
+            slug=f"issue-{n}",
+            title=f"Issue {n}",
+            subject=f"Issue {n}",
+            issue_date=clock_module.now(),
+            status=IssueStatus.SENT,
+            source_yaml="title: x",
+            compiled_html="<p>x</p>",
+            compiled_text="x",
+        )
+        db_session.add(issue)
+        db_session.flush()
+        rows = []
+        for email in emails:
+            subscriber = db_session.scalar(sa.select(Subscriber).where(Subscriber.email == email))
+            if subscriber is None:
+                subscriber = Subscriber(email=email, display_email=email, name=None)
+                db_session.add(subscriber)
+                db_session.flush()
+            subscription = db_session.scalar(
+                sa.select(Subscription).where(
+                    Subscription.subscriber_id == subscriber.id,
+                    Subscription.list_id == mailing_list.id,
+                )
+            )
+            if subscription is None:
+                subscription = Subscription(
+                    subscriber_id=subscriber.id,
+                    list_id=mailing_list.id,
+                    status=SubscriptionStatus.ACTIVE,
+                    source="import",
+                    confirmed_at=clock_module.now(),
+                )
+                db_session.add(subscription)
+                db_session.flush()
+            sent = status is DeliveryStatus.SENT
+            row = Delivery(
+                issue_id=issue.id,
+                subscriber_id=subscriber.id,
+                subscription_id=subscription.id,
+                status=status,
+                attempts=1,
+                sent_at=clock_module.now() if sent else None,
+                ses_message_id=f"0100018e-{issue.id}-{subscriber.id}-000000" if sent else None,
+            )
+            db_session.add(row)
+            rows.append(row)
+        db_session.commit()
+        return issue, rows
+
+    return _make

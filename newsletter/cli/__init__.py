@@ -93,9 +93,12 @@ def register_commands() -> None:
     from newsletter.cli import serve
     from newsletter.cli import status
     from newsletter.cli import subscribers
+    from newsletter.cli import suppressions
     from newsletter.cli import worker
 
-    for module in (database, issue, lists, serve, subscribers, send, worker, status):
+    for module in (
+        database, issue, lists, serve, subscribers, send, worker, status, suppressions
+    ):
         for command in module.COMMANDS:
             main.add_command(command)
 

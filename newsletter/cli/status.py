@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from newsletter import feedback
 from newsletter import sending
 from newsletter.cli import CliState
 from newsletter.cli import pass_state
@@ -45,6 +46,9 @@ def status(state: CliState, issue: str | None) -> None:
                     f"/{report.total}\tfailed {counts.get(DeliveryStatus.FAILED, 0)}\t"
                     f"unknown {counts.get(DeliveryStatus.UNKNOWN, 0)}"
                 )
+                figures = feedback.issue_feedback_figures(session, report.issue.id)
+                for alert in figures["alerts"]:
+                    click.echo(f"  {alert}")
             return
         report = sending.issue_report(session, issue, lease=lease)
         item = report.issue
@@ -72,6 +76,10 @@ def status(state: CliState, issue: str | None) -> None:
             )
             for address in report.unknown:
                 click.echo(f"  {address}")
+        # What SES reported afterwards (bounces, complaints; see docs/bounces.md).
+        click.echo("Feedback from SES:")
+        for line in feedback.format_feedback(feedback.issue_feedback_figures(session, item.id)):
+            click.echo(line if line.startswith("ALERT") else f"  {line}")
 
 
 COMMANDS = [status]

@@ -124,12 +124,14 @@ def init_app(app: Flask) -> None:
     from newsletter.web import outbox
     from newsletter.web import preview
     from newsletter.web import public
+    from newsletter.web import webhooks
 
     app.register_blueprint(health.bp)
     app.register_blueprint(outbox.bp)
     app.register_blueprint(public.bp)
     app.register_blueprint(archive.bp)
     app.register_blueprint(preview.bp)
+    app.register_blueprint(webhooks.bp)
 
     app.teardown_appcontext(_close_session)
     app.after_request(_security_headers)
