@@ -131,7 +131,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(public.bp)
     app.register_blueprint(archive.bp)
     app.register_blueprint(preview.bp)
-    app.register_blueprint(webhooks.bp)
+    webhooks.init_app(app)
 
     app.teardown_appcontext(_close_session)
     app.after_request(_security_headers)
