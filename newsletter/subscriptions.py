@@ -22,6 +22,7 @@ import sqlalchemy.orm as so
 from newsletter import clock
 from newsletter import mail
 from newsletter import ratelimits
+from newsletter import suppressions
 from newsletter import tokens
 from newsletter.addresses import Address
 from newsletter.addresses import InvalidAddress
@@ -46,6 +47,8 @@ UNDO_WINDOW = timedelta(days=30)
 CAP_PERIOD = timedelta(hours=24)
 MAX_FORM_LENGTH = 500
 SOURCES = frozenset({"form", "embed", "import", "admin"})
+# Sources where the reader asked for themselves (may lift a complaint after confirming).
+FORM_SOURCES = frozenset({"form", "embed"})
 
 
 class SignupError(NewsletterError):
@@ -100,7 +103,10 @@ def subscribe(
 ) -> SignupResult:
     """Record a signup as pending and queue a confirmation email (within the daily cap)."""
     address, clean = _validate(email, name, config)
-    if is_suppressed(session, address):
+    # A complaint is lifted only by a fresh double opt-in through the form; a bounce never.
+    if is_suppressed(session, address) and not suppressions.may_send_confirmation(
+        session, address.key
+    ):
         return SignupResult(SignupOutcome.SUPPRESSED)
     limit = ratelimits.hit(
         session,
@@ -245,11 +251,13 @@ def _open_pending(
         _consent(subscription, source, ip, form, now)
         session.flush()
         _event(session, subscription, "signup", ip)
-    elif subscription.status in (SubscriptionStatus.BOUNCED, SubscriptionStatus.COMPLAINED):
+    elif subscription.status is SubscriptionStatus.BOUNCED or (
+        subscription.status is SubscriptionStatus.COMPLAINED and source not in FORM_SOURCES
+    ):
         return SignupResult(SignupOutcome.SUPPRESSED, subscription)
     elif subscription.status is SubscriptionStatus.ACTIVE:
         return SignupResult(SignupOutcome.ALREADY_ACTIVE, subscription)
-    elif subscription.status is SubscriptionStatus.UNSUBSCRIBED:
+    elif subscription.status in (SubscriptionStatus.UNSUBSCRIBED, SubscriptionStatus.COMPLAINED):
         if not reopen:
             return SignupResult(SignupOutcome.REFUSED, subscription)
         _set_status(session, subscription, SubscriptionStatus.PENDING, "signup", ip, now)
@@ -426,6 +434,8 @@ def confirm(
     subscription.confirmed_at = now
     subscription.unsubscribed_at = None
     _set_status(session, subscription, SubscriptionStatus.ACTIVE, "confirm", ip, now)
+    # Confirming a fresh signup is the reader's explicit consent after a complaint.
+    suppressions.lift_after_opt_in(session, subscription.subscriber.email)
     session.flush()
     return subscription
 

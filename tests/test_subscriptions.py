@@ -174,14 +174,40 @@ def test_active_address_gets_no_email(signup, outbox, make_subscriber, weekly, d
     assert sub.status is SubscriptionStatus.ACTIVE
 
 
-@pytest.mark.parametrize("status", [SubscriptionStatus.BOUNCED, SubscriptionStatus.COMPLAINED])
-def test_bounced_or_complained_gets_no_email(signup, outbox, make_subscriber, weekly, status):
-    sub = make_subscriber(weekly, email="reader@example.com", status=status)
-    result = signup()
+@pytest.mark.parametrize("source", ["form", "import"])
+def test_bounced_gets_no_email(signup, outbox, make_subscriber, weekly, db_session, source):
+    sub = make_subscriber(weekly, email="reader@example.com", status=SubscriptionStatus.BOUNCED)
+    db_session.add(Suppression(email="reader@example.com", reason=SuppressionReason.HARD_BOUNCE))
+    db_session.commit()
+    result = signup(source=source)
     assert result.outcome is SignupOutcome.SUPPRESSED
-    assert result.subscription.id == sub.id
-    assert result.subscription.status is status
+    assert result.subscription is None or result.subscription.id == sub.id
     assert outbox.messages == []
+
+
+def test_complained_reader_may_come_back_only_through_double_opt_in(
+    signup, outbox, make_subscriber, weekly, db_session, app
+):
+    sub = make_subscriber(weekly, email="reader@example.com", status=SubscriptionStatus.COMPLAINED)
+    db_session.add(Suppression(email="reader@example.com", reason=SuppressionReason.COMPLAINT))
+    db_session.commit()
+
+    imported = subscriptions.request_confirmation(
+        db_session, sub.subscriber, weekly, source="import", ip=None, form=None, config=app.config
+    )
+    assert imported.outcome is SignupOutcome.SUPPRESSED  # an import never lifts a complaint
+
+    result = signup()
+    assert result.outcome is SignupOutcome.SENT
+    assert result.subscription.status is SubscriptionStatus.PENDING
+    # Until the reader confirms, the address stays suppressed for every send.
+    assert db_session.scalar(sa.select(Suppression.reason)) is SuppressionReason.COMPLAINT
+
+    token = _link(outbox.messages[-1]).rsplit("/", 1)[1]
+    subscriptions.confirm(db_session, token, ip="192.0.2.9", config=app.config)
+    db_session.commit()
+    assert db_session.get(Subscription, sub.id).status is SubscriptionStatus.ACTIVE
+    assert db_session.scalar(sa.select(sa.func.count(Suppression.id))) == 0
 
 
 def test_suppressed_address_gets_no_email_and_nothing_is_stored(signup, outbox, db_session):
