@@ -1,0 +1,23 @@
+#!/bin/sh
+# The main job on the embedded default: SQLite under instance/, the outbox backend
+# (each message becomes an .eml file under instance/outbox/), the example list and issue.
+# Safe to run again: every step is idempotent, and no reader gets an issue twice.
+set -eu
+cd "$(dirname "$0")/.."
+export NEWSLETTER_ENV="${NEWSLETTER_ENV:-development}"
+nl=".venv/bin/newsletter"
+
+$nl db upgrade
+if ! $nl lists | grep -q '^o11y-news'; then
+  $nl lists create o11y-news --name "o11y news" \
+    --from-address news@example.com --reply-to editors@example.com \
+    --postal-address "o11y news, Rosenthaler Straße 40, 10178 Berlin, Germany" \
+    --description "Observability news, every Monday."
+fi
+$nl subscribers import examples/subscribers.csv --list o11y-news --consented
+$nl issue check examples/issue.yaml
+$nl send examples/issue.yaml --list o11y-news --yes
+$nl status
+echo
+echo "The messages are in instance/outbox/ ($(ls instance/outbox | wc -l) files)."
+echo "See them in a browser: NEWSLETTER_ENV=development $nl serve, then open /outbox"
