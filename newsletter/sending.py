@@ -1126,42 +1126,6 @@ class DeliveryWorker:
         """Check each reader just before the send; mark the ones still wanted `sending`."""
         if not due:
             return []
-        # The common case in one round trip: still active, not suppressed, issue sending.
-        wanted = (
-            sa.update(Delivery)
-            .where(
-                Delivery.id.in_([job.delivery_id for job in due]),
-                sa.exists().where(
-                    Subscription.id == Delivery.subscription_id,
-                    Subscription.status == SubscriptionStatus.ACTIVE,
-                ),
-                sa.exists().where(
-                    Subscriber.id == Delivery.subscriber_id, Subscriber.erased_at.is_(None)
-                ),
-                ~sa.exists().where(
-                    Subscriber.id == Delivery.subscriber_id,
-                    Suppression.email == Subscriber.email,
-                ),
-                sa.exists().where(
-                    Issue.id == Delivery.issue_id, Issue.status == IssueStatus.SENDING
-                ),
-            )
-            .values(
-                status=DeliveryStatus.SENDING,
-                error=None,
-                claimed_by=self.id,
-                updated_at=clock.now(),
-            )
-            .returning(Delivery.id)
-            .execution_options(synchronize_session=False)
-        )
-        marked = set(session.scalars(wanted))
-        ready = [job for job in due if job.delivery_id in marked]
-        rest = [job for job in due if job.delivery_id not in marked]
-        return ready + self._check_one_by_one(session, rest) if rest else ready
-
-    def _check_one_by_one(self, session: so.Session, due: list[Job]) -> list[Job]:
-        """Find out why rows cannot go: suppressed (with the reason) or issue stopped."""
         rows = session.execute(
             sa.select(
                 Delivery.id,
