@@ -350,13 +350,3 @@ class Pacer:
             row.next_slot = max(row.next_slot, now + THROTTLE_COOL_OFF * random.uniform(0.8, 1.2))
             self._rate = row.rate
             return row.rate
-
-    def current(self) -> SendPace | None:
-        """Return a detached copy of the shared row (for status output)."""
-        with self.database.transaction() as session:
-            return session.get(SendPace, self.name)
-
-
-def read_pace(session: sa.orm.Session, name: str = PACE_NAME) -> SendPace | None:
-    """Return the shared pace row, if any worker has set it up."""
-    return session.get(SendPace, name)

@@ -963,6 +963,7 @@ class DeliveryWorker:
         if late:
             # Still `sending` on the ledger and still ours: they go out with the next slots.
             self._buffer.extendleft(reversed(late))
+            self._unused_slots += len(late)
             outcomes = [outcome for outcome in outcomes if not outcome.late]
         try:
             with self.database.transaction() as session:

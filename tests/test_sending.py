@@ -340,3 +340,18 @@ def test_status_of_unknown_issue_fails(runner):
     result = runner("status", "no-such-issue")
     assert result.exit_code == 1
     assert "There is no issue 'no-such-issue'" in result.output
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_ses_enforcing_its_rate_slows_the_shared_rate(app, db_session, weekly, ses_fake):
+    mailing_list, active = weekly
+    ses_fake.max_rate = 4  # SES allows 4 a second; we were told 40
+    issue = _start(app, db_session, mailing_list)
+    worker = _worker(app, _ses_mailer(ses_fake), PaceSettings(max_rate=40, quota=None))
+    progress = worker.run(until_idle=True)
+    received = ses_fake.recipients()
+    assert sorted(received) == sorted(s.subscriber.display_email for s in active)
+    assert progress.throttled >= 1 and ses_fake.throttled == progress.throttled
+    pace = db_session.get(SendPace, "ses")
+    assert pace.rate < pace.max_rate == 40  # slowed down; it comes back 10% every 2 s
+    assert _statuses(db_session, issue.id) == {s.subscriber_id: DeliveryStatus.SENT for s in active}
