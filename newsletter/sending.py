@@ -1062,7 +1062,19 @@ class DeliveryWorker:
                 self.progress.failed += 1
                 streak.append(job.delivery_id)
             updates.append(row)
-        session.execute(sa.update(Delivery), updates)
+        # Only rows still in flight take our result: an SNS event (delivery, bounce) may
+        # already have recorded a later state, and must not be turned back into "sent".
+        session.execute(
+            sa.update(Delivery).where(
+                # (not IN: executemany cannot expand a list parameter)
+                sa.or_(
+                    Delivery.status == DeliveryStatus.SENDING,
+                    Delivery.status == DeliveryStatus.UNKNOWN,
+                )
+            ),
+            updates,
+            execution_options={"synchronize_session": None},
+        )
         for issue_id, streak in self._streaks.items():
             if len(streak) >= self.settings.max_consecutive_errors:
                 self._pause_for_errors(session, issue_id, streak)

@@ -110,6 +110,35 @@ def test_worker_sends_each_reader_once_with_own_links(app, db_session, weekly, o
     assert issue.status is IssueStatus.SENT and issue.finished_at is not None
 
 
+class DeliveredBeforeRecorded(mail.MemoryMailer):
+    """A transport whose Delivery event is recorded before the worker records the send."""
+
+    def __init__(self, database):
+        super().__init__()
+        self.database = database
+
+    def send(self, message):
+        message_id = super().send(message)
+        with self.database.transaction() as session:
+            session.execute(
+                sa.update(Delivery)
+                .where(Delivery.id == int(message.tags["delivery"]))
+                .values(status=DeliveryStatus.DELIVERED, ses_message_id=message_id)
+            )
+        return message_id
+
+
+def test_an_earlier_delivery_event_is_not_turned_back_into_sent(app, db_session, weekly):
+    mailing_list, active = weekly
+    issue = _start(app, db_session, mailing_list)
+    mailer = DeliveredBeforeRecorded(app.extensions["newsletter.db"])
+    assert _worker(app, mailer).run(until_idle=True).sent == len(active)
+    rows = db_session.scalars(sa.select(Delivery).where(Delivery.issue_id == issue.id)).all()
+    delivered = [r for r in rows if r.status is DeliveryStatus.DELIVERED]
+    assert len(delivered) == len(active)
+    assert all(r.ses_message_id for r in delivered)
+
+
 # --- Against an SES-compatible HTTP server that misbehaves on command ----------------------
 
 
