@@ -61,6 +61,12 @@ DEFAULTS: dict[str, Any] = {
     # Hard bounces suppress at once; this many transient ones within the window do too.
     "SOFT_BOUNCE_LIMIT": 3,
     "SOFT_BOUNCE_DAYS": 15,
+    # Console login attempts allowed per client IP, and per account, per window (seconds).
+    "LOGIN_IP_LIMIT": 20,
+    "LOGIN_ACCOUNT_LIMIT": 10,
+    "LOGIN_WINDOW": 900,
+    # Largest CSV file the console's import page accepts, in bytes.
+    "IMPORT_MAX_BYTES": 512 * 1024 * 1024,
 }
 
 # Settings that have no default in production: start-up fails naming the variable.
@@ -84,6 +90,10 @@ _INT_KEYS = {
     "SEND_CONCURRENCY",
     "WORKER_LEASE",
     "SEND_MAX_CONSECUTIVE_ERRORS",
+    "LOGIN_IP_LIMIT",
+    "LOGIN_ACCOUNT_LIMIT",
+    "LOGIN_WINDOW",
+    "IMPORT_MAX_BYTES",
 }
 _FLOAT_KEYS = {"SEND_RATE", "SES_TIMEOUT"}
 _BOOL_KEYS = {"CHECK_DELIVERABILITY"}

@@ -533,3 +533,68 @@ def make_ledger(db_session: so.Session, make_list: Callable[..., MailingList]) -
         return issue, rows
 
     return _make
+
+
+# --- The editors' console ---------------------------------------------------------------
+
+EDITOR_EMAIL = "editor@example.com"
+EDITOR_PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(scope="session")
+def editor_password_hash() -> str:
+    """The argon2id hash of EDITOR_PASSWORD, computed once (hashing is slow on purpose)."""
+    from newsletter.accounts import _hasher
+
+    return _hasher().hash(EDITOR_PASSWORD)
+
+
+@pytest.fixture
+def make_editor(db_session: so.Session, editor_password_hash: str) -> Callable[..., Any]:
+    """Create and commit an editor account: make_editor(email=...) (password EDITOR_PASSWORD)."""
+    from newsletter.models import User
+
+    def _make(email: str = EDITOR_EMAIL) -> User:
+        user = User(email=email, password_hash=editor_password_hash)
+        db_session.add(user)
+        db_session.commit()
+        return user
+
+    return _make
+
+
+@pytest.fixture
+def editor(make_editor: Callable[..., Any]) -> Any:
+    """The default editor account (EDITOR_EMAIL / EDITOR_PASSWORD)."""
+    return make_editor()
+
+
+def csrf_token_from(html: str) -> str:
+    """Return the first CSRF token in a page."""
+    import re
+
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, "no CSRF token on the page"
+    return match.group(1)
+
+
+def login(client: Any, email: str = EDITOR_EMAIL, password: str = EDITOR_PASSWORD) -> Any:
+    """Sign a test client in through the login form; return the response."""
+    page = client.get("/admin/login")
+    token = csrf_token_from(page.get_data(as_text=True))
+    return client.post(
+        "/admin/login", data={"email": email, "password": password, "csrf_token": token}
+    )
+
+
+@pytest.fixture
+def admin_client(client: Any, editor: Any) -> Any:
+    """A test client signed in as the default editor; `admin_client.csrf()` gives a token."""
+    response = login(client)
+    assert response.status_code == 302, response.get_data(as_text=True)
+
+    def csrf() -> str:
+        return csrf_token_from(client.get("/admin/").get_data(as_text=True))
+
+    client.csrf = csrf
+    return client

@@ -86,6 +86,7 @@ def main() -> None:
 
 def register_commands() -> None:
     """Attach every command module's commands to the main group."""
+    from newsletter.cli import admin
     from newsletter.cli import database
     from newsletter.cli import issue
     from newsletter.cli import lists
@@ -97,7 +98,16 @@ def register_commands() -> None:
     from newsletter.cli import worker
 
     for module in (
-        database, issue, lists, serve, subscribers, send, worker, status, suppressions
+        database,
+        issue,
+        lists,
+        serve,
+        subscribers,
+        send,
+        worker,
+        status,
+        suppressions,
+        admin,
     ):
         for command in module.COMMANDS:
             main.add_command(command)

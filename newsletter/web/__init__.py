@@ -119,6 +119,7 @@ def init_app(app: Flask) -> None:
         count = app.config["PROXY_COUNT"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count, x_host=count)
 
+    from newsletter.web import admin
     from newsletter.web import archive
     from newsletter.web import health
     from newsletter.web import outbox
@@ -132,6 +133,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(archive.bp)
     app.register_blueprint(preview.bp)
     webhooks.init_app(app)
+    admin.init_app(app)
 
     app.teardown_appcontext(_close_session)
     app.after_request(_security_headers)
