@@ -359,3 +359,52 @@ class User(Base):
     password_hash: so.Mapped[str] = so.mapped_column(sa.String(255))
     created_at: so.Mapped[created]
     last_login_at: so.Mapped[datetime | None]
+
+
+class ImportMode(enum.StrEnum):
+    CONSENTED = "consented"  # the editor vouches for consent: rows become active at once
+    DOUBLE_OPT_IN = "double_opt_in"  # each new address gets a confirmation email
+
+
+class ImportStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class ImportJob(Base):
+    """A CSV import started from the console: its progress and, once done, its report."""
+
+    __tablename__ = "import_job"
+
+    id: so.Mapped[intpk]
+    list_id: so.Mapped[int] = so.mapped_column(
+        sa.ForeignKey("mailing_list.id", ondelete="CASCADE"), index=True
+    )
+    # The uploaded file's name, as the editor's computer called it (shown, never opened).
+    filename: so.Mapped[str] = so.mapped_column(sa.String(255))
+    mode: so.Mapped[ImportMode] = enum_column(ImportMode)
+    status: so.Mapped[ImportStatus] = enum_column(ImportStatus)
+    # The header names mapped to the address and the name; None: detected from the header.
+    email_column: so.Mapped[str | None] = so.mapped_column(sa.String(200))
+    name_column: so.Mapped[str | None] = so.mapped_column(sa.String(200))
+    # The counters of newsletter.imports.ImportReport, updated while the import runs.
+    rows: so.Mapped[int] = so.mapped_column(default=0)
+    imported: so.Mapped[int] = so.mapped_column(default=0)
+    confirmations: so.Mapped[int] = so.mapped_column(default=0)
+    merged: so.Mapped[int] = so.mapped_column(default=0)
+    refused: so.Mapped[int] = so.mapped_column(default=0)
+    blank: so.Mapped[int] = so.mapped_column(default=0)
+    bad_count: so.Mapped[int] = so.mapped_column(default=0)
+    # JSON list of the first bad rows: [{"line": 7, "reason": "..."}, ...].
+    bad_rows: so.Mapped[str] = so.mapped_column(sa.Text, default="[]")
+    error: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    bytes_total: so.Mapped[int] = so.mapped_column(sa.BigInteger, default=0)
+    bytes_done: so.Mapped[int] = so.mapped_column(sa.BigInteger, default=0)
+    created_at: so.Mapped[created]
+    started_at: so.Mapped[datetime | None]
+    finished_at: so.Mapped[datetime | None]
+    updated_at: so.Mapped[datetime] = so.mapped_column(default=clock.now, onupdate=clock.now)
+
+    list: so.Mapped[MailingList] = so.relationship()

@@ -1,0 +1,918 @@
+"""Subscriber imports from CSV files: parse, validate, merge, store in set-based batches.
+
+The file is streamed (memory stays flat whatever its size) and stored batch by batch, each
+batch in its own transaction with a few set-based statements. Rows that cannot be used are
+reported with their physical line number and the reason; the rest of the file is imported.
+Nobody who unsubscribed, bounced or complained on the list, and nobody on the suppression
+list, is ever subscribed again by an import.
+
+The console runs imports in the background through an ImportJob row (create_job, run_job),
+whose counters it shows while the import runs.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import itertools
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Iterator
+from collections.abc import Mapping
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import asdict
+from dataclasses import dataclass
+from dataclasses import field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from typing import BinaryIO
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+from email_validator import EmailNotValidError
+from email_validator import validate_email
+from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
+
+from newsletter import clock
+from newsletter import mail
+from newsletter import subscriptions
+from newsletter.addresses import MAX_ADDRESS_LENGTH
+from newsletter.addresses import MAX_NAME_LENGTH
+from newsletter.addresses import Address
+from newsletter.addresses import InvalidAddress
+from newsletter.addresses import InvalidName
+from newsletter.addresses import clean_name
+from newsletter.addresses import normalize_address
+from newsletter.db import Database
+from newsletter.errors import NewsletterError
+from newsletter.lists import get_list
+from newsletter.models import ImportJob
+from newsletter.models import ImportMode
+from newsletter.models import ImportStatus
+from newsletter.models import MailingList
+from newsletter.models import Subscriber
+from newsletter.models import Subscription
+from newsletter.models import SubscriptionEvent
+from newsletter.models import SubscriptionStatus
+from newsletter.models import Suppression
+
+__all__ = [
+    "BadRow",
+    "ImportFileError",
+    "ImportMode",
+    "ImportReport",
+    "create_job",
+    "detect_columns",
+    "import_csv",
+    "read_columns",
+    "run_job",
+]
+
+log = logging.getLogger(__name__)
+
+# Bad rows kept with their reasons (all are counted).
+MAX_BAD_ROWS = 1000
+# A physical line longer than this is not CSV (or not a subscriber list): the import stops.
+MAX_LINE_BYTES = 1024 * 1024
+# One field may hold up to csv.field_size_limit() characters (128 KiB by default, which
+# also bounds a quoted field left open by mistake); we keep the module's default.
+DELIMITERS = (",", ";", "\t")
+# Double opt-in batches are small: their confirmation emails wait in memory for the commit.
+DOUBLE_OPT_IN_BATCH = 200
+# Values per IN (...) list: under SQLite's and PostgreSQL's bind-parameter limits.
+_IN_CHUNK = 10_000
+# The console's progress figures are written at most this often (seconds).
+JOB_UPDATE_INTERVAL = 0.5
+
+# Header names (lowercased, without spaces, hyphens, underscores or dots) recognised when
+# no column is named, in order of preference.
+EMAIL_HEADERS = ("email", "emailaddress", "mail", "mailaddress", "emails")
+NAME_HEADERS = ("name", "fullname", "displayname", "subscribername", "firstname", "givenname")
+# What spreadsheets treat as a formula; the export prefixes such cells with an apostrophe,
+# and an import takes it off again so that an exported file imports back as it was.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+ProgressCallback = Callable[[int, int, int], None]
+
+
+class ImportFileError(NewsletterError):
+    """The file cannot be imported at all (missing, not UTF-8 CSV, no email column)."""
+
+
+@dataclass
+class BadRow:
+    """A row that was not imported: its physical line in the file (1 = header) and why."""
+
+    line: int
+    reason: str
+
+
+@dataclass
+class ImportReport:
+    """What an import did. Every data row is counted once: imported, merged, refused or bad."""
+
+    rows: int = 0  # data rows read (blank lines not counted)
+    imported: int = 0  # new subscriptions created (active, or pending in double opt-in)
+    confirmations: int = 0  # confirmation emails queued (double opt-in only)
+    merged: int = 0  # already on the list (from before, or from an earlier row of the file)
+    refused: int = 0  # unsubscribed, bounced or complained on the list, or suppressed
+    blank: int = 0  # blank lines skipped
+    bad: list[BadRow] = field(default_factory=list)  # the first MAX_BAD_ROWS bad rows
+    bad_count: int = 0
+    email_column: str | None = None  # the header names used
+    name_column: str | None = None
+
+    def add_bad(self, line: int, reason: str) -> None:
+        self.bad_count += 1
+        if len(self.bad) < MAX_BAD_ROWS:
+            self.bad.append(BadRow(line, reason))
+
+
+# --- Reading the file -----------------------------------------------------------------------
+
+
+@contextmanager
+def _open(source: str | os.PathLike[str] | BinaryIO) -> Iterator[tuple[BinaryIO, int]]:
+    """Yield a binary stream for a path or stream, and the number of bytes left to read."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        try:
+            stream = path.open("rb")
+        except FileNotFoundError:
+            raise ImportFileError(f"{path}: no such file") from None
+        except OSError as exc:
+            raise ImportFileError(f"{path}: {exc.strerror or exc}") from None
+        with stream:
+            yield stream, os.fstat(stream.fileno()).st_size
+        return
+    total = 0
+    try:
+        if source.seekable():
+            here = source.tell()
+            total = source.seek(0, os.SEEK_END) - here
+            source.seek(here)
+    except (AttributeError, OSError):
+        total = 0
+    yield source, total
+
+
+def _not_utf8(line: int, raw: bytes, exc: UnicodeDecodeError) -> ImportFileError:
+    column = len(raw[: exc.start].decode("utf-8", "replace")) + 1
+    return ImportFileError(
+        f"line {line}: the file is not UTF-8 text (byte 0x{raw[exc.start]:02x} at column "
+        f'{column}); save it as UTF-8 ("CSV UTF-8" in Excel) and import it again'
+    )
+
+
+def _check_encoding(stream: BinaryIO) -> None:
+    """Make sure a seekable file is UTF-8 before anything is stored (fast, in big chunks)."""
+    start = stream.tell()
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            decoder.decode(chunk)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        # Rare: read again line by line to name the line.
+        stream.seek(start)
+        for _ in _Lines(stream):
+            pass
+        raise ImportFileError("the file is not UTF-8 text") from None  # a truncated last char
+    finally:
+        stream.seek(start)
+
+
+class _Lines:
+    """The decoded lines of a binary stream, counting physical lines and bytes as it goes."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+        self.line = 0  # physical lines read so far
+        self.bytes_done = 0
+
+    def __iter__(self) -> Iterator[str]:
+        readline = self.stream.readline
+        first = True
+        while True:
+            raw = readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                return
+            self.line += 1
+            self.bytes_done += len(raw)
+            if len(raw) > MAX_LINE_BYTES:
+                raise ImportFileError(
+                    f"line {self.line} is longer than {MAX_LINE_BYTES // 1024} KiB: "
+                    "is this a CSV file of subscribers?"
+                )
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise _not_utf8(self.line, raw, exc) from None
+            if first:
+                text = text.removeprefix("\ufeff")  # the UTF-8 BOM spreadsheets write
+                first = False
+            yield text
+
+
+def _sniff(line: str) -> str:
+    """Pick the delimiter among , ; and tab: the one found most often outside quotes."""
+    counts = dict.fromkeys(DELIMITERS, 0)
+    quoted = False
+    for ch in line:
+        if ch == '"':
+            quoted = not quoted
+        elif not quoted and ch in counts:
+            counts[ch] += 1
+    best = max(DELIMITERS, key=counts.__getitem__)
+    return best if counts[best] else ","
+
+
+class _Csv:
+    """The records of a CSV stream with the physical line each starts on."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.lines = _Lines(stream)
+        self.blank_before_header = 0
+        iterator = iter(self.lines)
+        for first in iterator:
+            if first.strip():
+                break
+            self.blank_before_header += 1
+        else:
+            raise ImportFileError(
+                "the file is empty: its first line must name the columns (e.g. email,name)"
+            )
+        self.delimiter = _sniff(first)
+        self._reader = csv.reader(itertools.chain([first], iterator), delimiter=self.delimiter)
+        self.header_line = self.lines.line
+        try:
+            header = next(self._reader)
+        except csv.Error as exc:
+            raise ImportFileError(
+                f"line {self.header_line}: cannot read the header: {exc}"
+            ) from None
+        self.header = [name.strip() for name in header]
+
+    def records(self) -> Iterator[tuple[int, list[str] | csv.Error]]:
+        """Yield (line, fields) for each record, or (line, error) for one csv cannot parse."""
+        reader = self._reader
+        lines = self.lines
+        while True:
+            line = lines.line + 1
+            try:
+                record = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                yield line, exc
+                continue
+            yield line, record
+
+
+def _norm_header(name: str) -> str:
+    return re.sub(r"[\s._-]+", "", name.casefold())
+
+
+def detect_columns(columns: Sequence[str]) -> tuple[str | None, str | None]:
+    """Guess the address and name columns from header names (None when there is none)."""
+    normalized = [_norm_header(c) for c in columns]
+
+    def pick(candidates: Sequence[str]) -> str | None:
+        for candidate in candidates:
+            if candidate in normalized:
+                return columns[normalized.index(candidate)]
+        return None
+
+    return pick(EMAIL_HEADERS), pick(NAME_HEADERS)
+
+
+def _shown(columns: Sequence[str]) -> str:
+    return ", ".join(json.dumps(c, ensure_ascii=False) for c in columns) or "(none)"
+
+
+def _column_index(columns: Sequence[str], wanted: str, what: str) -> int:
+    if wanted in columns:
+        return columns.index(wanted)
+    folded = [c.casefold() for c in columns]
+    if wanted.strip().casefold() in folded:
+        return folded.index(wanted.strip().casefold())
+    raise ImportFileError(
+        f"there is no {what} column {wanted!r} in the file; its columns are {_shown(columns)}"
+    )
+
+
+def _resolve_columns(
+    columns: Sequence[str], email_column: str | None, name_column: str | None
+) -> tuple[int, int | None]:
+    if email_column:
+        email_index = _column_index(columns, email_column, "email")
+    else:
+        detected, _ = detect_columns(columns)
+        if detected is None:
+            hint = (
+                " The first line must be a header naming the columns (e.g. email,name)."
+                if any("@" in c for c in columns)
+                else ' Name the column "email", or choose the column to use.'
+            )
+            raise ImportFileError(
+                f"no email column found: the columns are {_shown(columns)}.{hint}"
+            )
+        email_index = columns.index(detected)
+    if name_column:
+        return email_index, _column_index(columns, name_column, "name")
+    _, detected_name = detect_columns(columns)
+    name_index = columns.index(detected_name) if detected_name is not None else None
+    return email_index, name_index if name_index != email_index else None
+
+
+def read_columns(path_or_stream: str | os.PathLike[str] | BinaryIO) -> list[str]:
+    """Return the header's column names (a seekable stream is left where it was)."""
+    with _open(path_or_stream) as (stream, _total):
+        start = stream.tell() if stream.seekable() else None
+        try:
+            return _Csv(stream).header
+        finally:
+            if start is not None:
+                stream.seek(start)
+
+
+# --- Checking a row -------------------------------------------------------------------------
+
+_ATEXT = r"a-zA-Z0-9_!#$%&'*+\-/=?^`{|}~"
+_PLAIN_LOCAL = re.compile(f"[{_ATEXT}]+(?:\\.[{_ATEXT}]+)*\\Z")
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+# email-validator lowercases these local parts (RFC 2142): left to the full check.
+_CASE_INSENSITIVE = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)
+
+
+@lru_cache(maxsize=8192)
+def _domain(domain: str) -> tuple[str, str] | None:
+    """The normalized and ASCII forms of a valid domain, or None (once per domain)."""
+    try:
+        info = validate_email(
+            f"x@{domain}",
+            check_deliverability=False,
+            allow_smtputf8=False,
+            allow_quoted_local=False,
+            allow_domain_literal=False,
+        )
+    except EmailNotValidError:
+        return None
+    return info.domain, info.ascii_domain
+
+
+def fast_address(candidate: str) -> Address | None:
+    """normalize_address for plain ASCII local parts, validating each domain only once.
+
+    Returns exactly what normalize_address returns, or None when the address needs the
+    full check (anything unusual, and every invalid address, so its message is the same).
+    Imports spend most of their time here: a million rows share a few thousand domains.
+    """
+    local, at, domain = candidate.rpartition("@")
+    if (
+        not at
+        or len(candidate) > MAX_ADDRESS_LENGTH
+        or _PLAIN_LOCAL.match(local) is None
+        or local.lower() in _CASE_INSENSITIVE
+    ):
+        return None
+    forms = _domain(domain)
+    if forms is None:
+        return None
+    display = f"{local}@{forms[0]}"
+    ascii_form = f"{local}@{forms[1]}"
+    if len(display) > MAX_ADDRESS_LENGTH or len(ascii_form) > MAX_ADDRESS_LENGTH:
+        return None
+    return Address(key=display.lower(), display=display, ascii=ascii_form)
+
+
+def _unescape(value: str) -> str:
+    """Take off the apostrophe our export puts before cells a spreadsheet would run."""
+    if value.startswith("'") and value[1:2] in FORMULA_STARTS and value[1:2]:
+        return value[1:]
+    return value
+
+
+def _quote(value: str, limit: int = 60) -> str:
+    short = value if len(value) <= limit else value[:limit] + "…"
+    return json.dumps(short, ensure_ascii=False)
+
+
+def _check_row(
+    record: list[str], email_index: int, name_index: int | None
+) -> tuple[Address, str | None] | str:
+    """Return the row's address and name, or the reason it cannot be imported."""
+    raw = _unescape(record[email_index]) if email_index < len(record) else ""
+    candidate = raw.strip()
+    if not candidate:
+        return "no email address"
+    address = fast_address(candidate)
+    if address is None:
+        try:
+            address = normalize_address(candidate)
+        except InvalidAddress as exc:
+            reason = str(exc).removeprefix("That email address is not valid: ")
+            return f"email {_quote(candidate)}: {reason}"
+    name = None
+    if name_index is not None and name_index < len(record):
+        name = _unescape(record[name_index]).strip() or None
+        if name is not None and (len(name) > MAX_NAME_LENGTH or _CONTROL.search(name)):
+            try:
+                name = clean_name(name)
+            except InvalidName as exc:
+                return f"name {_quote(name)}: {exc}"
+    return address, name
+
+
+# --- Storing a batch ------------------------------------------------------------------------
+
+
+@dataclass
+class _Entry:
+    """One address of a batch: its first row's forms, the first name given, and its rows."""
+
+    address: Address
+    name: str | None
+    count: int = 1
+
+
+def _insert(session: so.Session, table: sa.Table) -> Any:
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table)
+
+
+def _chunks(values: Sequence[Any], size: int = _IN_CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _select_in(
+    session: so.Session, query: sa.Select, column: Any, values: Iterable[Any]
+) -> list[Any]:
+    values = list(values)
+    rows: list[Any] = []
+    for chunk in _chunks(values):
+        rows.extend(session.execute(query.where(column.in_(chunk))).all())
+    return rows
+
+
+@dataclass
+class _Batch:
+    """What a batch found: the addresses to refuse, to merge, and to subscribe."""
+
+    refused: list[_Entry]
+    merged: list[_Entry]
+    new: list[tuple[int, _Entry]]  # (subscriber id, entry)
+
+
+def _prepare(session: so.Session, list_id: int, entries: Mapping[str, _Entry], now: Any) -> _Batch:
+    """Create the missing subscribers and sort the batch's addresses (set-based)."""
+    candidates = set(entries)
+    candidates.update(entry.address.ascii.lower() for entry in entries.values())
+    suppressed = {
+        row.email
+        for row in _select_in(session, sa.select(Suppression.email), Suppression.email, candidates)
+    }
+    refused: list[_Entry] = []
+    wanted: dict[str, _Entry] = {}
+    for key, entry in entries.items():
+        if key in suppressed or entry.address.ascii.lower() in suppressed:
+            refused.append(entry)
+        else:
+            wanted[key] = entry
+    if not wanted:
+        return _Batch(refused, [], [])
+
+    subscriber = Subscriber.__table__
+    session.execute(
+        _insert(session, subscriber).on_conflict_do_nothing(index_elements=["email"]),
+        [
+            {
+                "email": key,
+                "display_email": entry.address.display,
+                "name": entry.name,
+                "created_at": now,
+            }
+            for key, entry in wanted.items()
+        ],
+    )
+    found = _select_in(
+        session,
+        sa.select(subscriber.c.id, subscriber.c.email, subscriber.c.name),
+        subscriber.c.email,
+        wanted,
+    )
+    ids: dict[int, _Entry] = {}
+    names = []
+    for row in found:
+        entry = wanted[row.email]
+        ids[row.id] = entry
+        if row.name is None and entry.name is not None:
+            names.append({"b_id": row.id, "b_name": entry.name})
+    if names:  # existing subscribers without a name get the file's
+        session.execute(
+            sa.update(subscriber)
+            .where(subscriber.c.id == sa.bindparam("b_id"), subscriber.c.name.is_(None))
+            .values(name=sa.bindparam("b_name")),
+            names,
+        )
+    subscription = Subscription.__table__
+    statuses = dict(
+        _select_in(
+            session,
+            sa.select(subscription.c.subscriber_id, subscription.c.status).where(
+                subscription.c.list_id == list_id
+            ),
+            subscription.c.subscriber_id,
+            ids,
+        )
+    )
+    merged: list[_Entry] = []
+    new: list[tuple[int, _Entry]] = []
+    for subscriber_id, entry in ids.items():
+        status = statuses.get(subscriber_id)
+        if status is None:
+            new.append((subscriber_id, entry))
+        elif status in (SubscriptionStatus.ACTIVE, SubscriptionStatus.PENDING):
+            merged.append(entry)
+        else:  # unsubscribed, bounced or complained on this list: never brought back
+            refused.append(entry)
+    return _Batch(refused, merged, new)
+
+
+def _subscribe_consented(
+    session: so.Session, list_id: int, new: list[tuple[int, _Entry]], label: str, now: Any
+) -> set[int]:
+    """Insert active subscriptions and their events; return the subscriber ids subscribed."""
+    if not new:
+        return set()
+    subscription = Subscription.__table__
+    created = session.execute(
+        _insert(session, subscription)
+        .on_conflict_do_nothing(index_elements=["subscriber_id", "list_id"])
+        .returning(subscription.c.id, subscription.c.subscriber_id),
+        [
+            {
+                "subscriber_id": subscriber_id,
+                "list_id": list_id,
+                "status": SubscriptionStatus.ACTIVE,
+                "created_at": now,
+                "status_changed_at": now,
+                "confirmed_at": now,
+                "unsubscribed_at": None,
+                "source": "import",
+                "consent_at": now,
+                "consent_ip": None,
+                "consent_form": label,
+                "confirm_nonce": None,
+            }
+            for subscriber_id, _ in new
+        ],
+    ).all()
+    if created:
+        session.execute(
+            sa.insert(SubscriptionEvent.__table__),
+            [
+                {
+                    "subscription_id": row.id,
+                    "status": SubscriptionStatus.ACTIVE,
+                    "at": now,
+                    "reason": "import",
+                    "ip": None,
+                }
+                for row in created
+            ],
+        )
+    return {row.subscriber_id for row in created}
+
+
+class _Importer:
+    def __init__(
+        self,
+        database: Database,
+        list_slug: str,
+        *,
+        mode: ImportMode,
+        mailer: mail.Mailer,
+        config: Mapping[str, Any],
+        source_label: str,
+        batch_size: int,
+        on_batch: Callable[[ImportReport, int, int], None] | None,
+    ) -> None:
+        self.database = database
+        self.mode = ImportMode(mode)
+        self.mailer = mailer
+        self.config = config
+        self.label = (source_label or "import")[: subscriptions.MAX_FORM_LENGTH]
+        if self.mode is ImportMode.DOUBLE_OPT_IN:
+            batch_size = min(batch_size, DOUBLE_OPT_IN_BATCH)
+        self.batch_size = max(1, batch_size)
+        self.on_batch = on_batch
+        self.report = ImportReport()
+        with database.session() as session:
+            self.list_id = get_list(session, list_slug).id
+
+    def run(
+        self,
+        source: str | os.PathLike[str] | BinaryIO,
+        email_column: str | None,
+        name_column: str | None,
+    ) -> ImportReport:
+        report = self.report
+        with _open(source) as (stream, total):
+            if stream.seekable():
+                _check_encoding(stream)
+            parsed = _Csv(stream)
+            email_index, name_index = _resolve_columns(parsed.header, email_column, name_column)
+            report.email_column = parsed.header[email_index]
+            report.name_column = parsed.header[name_index] if name_index is not None else None
+            report.blank += parsed.blank_before_header
+            lines = parsed.lines
+            entries: dict[str, _Entry] = {}
+            in_batch = 0
+            with self.database.session() as session:
+                for line, record in parsed.records():
+                    if isinstance(record, csv.Error):
+                        report.rows += 1
+                        report.add_bad(line, f"cannot read this row: {record}")
+                        continue
+                    if not (record and (record[0].strip() or "".join(record).strip())):
+                        report.blank += 1
+                        continue
+                    report.rows += 1
+                    checked = _check_row(record, email_index, name_index)
+                    if isinstance(checked, str):
+                        report.add_bad(line, checked)
+                        continue
+                    address, name = checked
+                    entry = entries.get(address.key)
+                    if entry is None:
+                        entries[address.key] = _Entry(address, name)
+                    else:  # a repeat inside the file: the first row wins, a name fills in
+                        entry.count += 1
+                        if entry.name is None:
+                            entry.name = name
+                    in_batch += 1
+                    if in_batch >= self.batch_size:
+                        self._store(session, entries)
+                        self._progress(lines.bytes_done, total)
+                        entries, in_batch = {}, 0
+                self._store(session, entries)
+        self._progress(lines.bytes_done, total)
+        return report
+
+    def _progress(self, done: int, total: int) -> None:
+        if self.on_batch is not None:
+            self.on_batch(self.report, done, max(total, done))
+
+    def _store(self, session: so.Session, entries: dict[str, _Entry]) -> None:
+        """Store one batch in its own transaction, then send its confirmation emails.
+
+        One transaction per batch, not per file: a file of a million rows in one
+        transaction would hold its locks (on SQLite, the database's only write lock) for
+        minutes, keep all its work pending, and show no progress. Batches lose nothing:
+        every statement is insert-or-nothing and existing subscriptions are merged, so
+        running the same import again after a crash completes it without duplicates.
+        """
+        if not entries:
+            return
+        report = self.report
+        now = clock.now()
+        try:
+            batch = _prepare(session, self.list_id, entries, now)
+            imported = confirmations = 0
+            raced: list[_Entry] = []
+            if self.mode is ImportMode.CONSENTED:
+                done = _subscribe_consented(session, self.list_id, batch.new, self.label, now)
+                imported = len(done)
+                raced = [entry for sid, entry in batch.new if sid not in done]
+            else:
+                imported, confirmations, raced = self._request_confirmations(session, batch)
+            session.commit()
+        except BaseException:
+            mail.discard_deferred(session)
+            session.rollback()
+            raise
+        finally:
+            session.expunge_all()
+        # Mail leaves only once the commit recorded it.
+        mail.send_deferred(session, self.mailer)
+        report.refused += sum(entry.count for entry in batch.refused)
+        report.merged += sum(entry.count for entry in batch.merged + raced)
+        report.merged += sum(entry.count - 1 for _, entry in batch.new)
+        report.imported += imported
+        report.confirmations += confirmations
+
+    def _request_confirmations(
+        self, session: so.Session, batch: _Batch
+    ) -> tuple[int, int, list[_Entry]]:
+        """Open a pending subscription and queue a confirmation email for each new address."""
+        if not batch.new:
+            return 0, 0, []
+        mailing_list = session.get(MailingList, self.list_id)
+        assert mailing_list is not None
+        by_id = {
+            subscriber.id: subscriber
+            for subscriber in session.scalars(
+                sa.select(Subscriber).where(Subscriber.id.in_([sid for sid, _ in batch.new]))
+            )
+        }
+        imported = confirmations = 0
+        raced: list[_Entry] = []
+        outcome = subscriptions.SignupOutcome
+        for subscriber_id, entry in batch.new:
+            result = subscriptions.request_confirmation(
+                session,
+                by_id[subscriber_id],
+                mailing_list,
+                source="import",
+                ip=None,
+                form=self.label,
+                config=self.config,
+                reopen_unsubscribed=False,
+            )
+            if result.outcome is outcome.SENT:
+                imported += 1
+                confirmations += 1
+            elif result.outcome is outcome.CAPPED:  # pending; today's emails were used up
+                imported += 1
+            elif result.outcome in (outcome.SUPPRESSED, outcome.REFUSED):
+                batch.refused.append(entry)  # changed since _prepare looked
+            else:
+                raced.append(entry)
+        return imported, confirmations, raced
+
+
+def import_csv(
+    database: Database,
+    source: str | os.PathLike[str] | BinaryIO,
+    list_slug: str,
+    *,
+    mode: ImportMode | str,
+    email_column: str | None = None,
+    name_column: str | None = None,
+    mailer: mail.Mailer,
+    config: Mapping[str, Any],
+    source_label: str = "import",
+    progress: ProgressCallback | None = None,
+    batch_size: int = 5000,
+) -> ImportReport:
+    """Import a CSV file of subscribers into a list; return what it did.
+
+    `source` is a path or a binary stream of UTF-8 CSV (with or without BOM; delimiter
+    comma, semicolon or tab) whose first line names the columns. The address and name
+    columns are named by `email_column` / `name_column`, else recognised from the header.
+    CONSENTED makes new subscriptions active at once, with the import recorded as the
+    consent (`source_label`, e.g. "import: members.csv"); DOUBLE_OPT_IN makes them pending
+    and emails each a confirmation link. `progress(rows_done, bytes_done, bytes_total)` is
+    called after each batch. Raises ImportFileError when the file cannot be read at all
+    and NotFound for an unknown list; bad rows are reported, not raised.
+    """
+
+    def on_batch(report: ImportReport, done: int, total: int) -> None:
+        if progress is not None:
+            progress(report.rows, done, total)
+
+    importer = _Importer(
+        database,
+        list_slug,
+        mode=ImportMode(mode),
+        mailer=mailer,
+        config=config,
+        source_label=source_label,
+        batch_size=batch_size,
+        on_batch=on_batch,
+    )
+    return importer.run(source, email_column, name_column)
+
+
+# --- Background jobs for the console --------------------------------------------------------
+
+
+def create_job(
+    session: so.Session,
+    mailing_list: MailingList,
+    filename: str,
+    mode: ImportMode | str,
+    email_column: str | None,
+    name_column: str | None,
+    bytes_total: int,
+) -> ImportJob:
+    """Record a queued import of an uploaded file (run it with run_job)."""
+    job = ImportJob(
+        list_id=mailing_list.id,
+        filename=(filename or "upload.csv")[:255],
+        mode=ImportMode(mode),
+        status=ImportStatus.QUEUED,
+        email_column=email_column or None,
+        name_column=name_column or None,
+        bytes_total=max(0, bytes_total or 0),
+    )
+    session.add(job)
+    session.flush()
+    return job
+
+
+def _counters(report: ImportReport) -> dict[str, Any]:
+    return {
+        "rows": report.rows,
+        "imported": report.imported,
+        "confirmations": report.confirmations,
+        "merged": report.merged,
+        "refused": report.refused,
+        "blank": report.blank,
+        "bad_count": report.bad_count,
+    }
+
+
+def bad_rows(job: ImportJob) -> list[BadRow]:
+    """Return a job's recorded bad rows."""
+    return [BadRow(**item) for item in json.loads(job.bad_rows or "[]")]
+
+
+def _update_job(database: Database, job_id: int, **values: Any) -> None:
+    with database.transaction() as session:
+        session.execute(
+            sa.update(ImportJob)
+            .where(ImportJob.id == job_id)
+            .values(updated_at=clock.now(), **values)
+        )
+
+
+def run_job(
+    database: Database,
+    job_id: int,
+    path: str | os.PathLike[str],
+    *,
+    mailer: mail.Mailer,
+    config: Mapping[str, Any],
+    batch_size: int = 5000,
+) -> None:
+    """Run a queued import, writing its progress to the job; it ends `done` or `failed`.
+
+    Progress goes to the job row in short transactions of its own, at most every
+    JOB_UPDATE_INTERVAL seconds, so the console can poll it while batches commit.
+    """
+    with database.transaction() as session:
+        job = session.get(ImportJob, job_id)
+        if job is None:
+            raise NewsletterError(f"there is no import job {job_id}")
+        slug, filename = job.list.slug, job.filename
+        mode, email_column, name_column = job.mode, job.email_column, job.name_column
+        job.status = ImportStatus.RUNNING
+        job.started_at = clock.now()
+        job.error = None
+    last = 0.0
+    seen = {"bytes_done": 0, "bytes_total": 0}
+
+    def on_batch(report: ImportReport, done: int, total: int) -> None:
+        nonlocal last
+        seen.update(bytes_done=done, bytes_total=total)
+        if time.monotonic() - last < JOB_UPDATE_INTERVAL:
+            return
+        last = time.monotonic()
+        _update_job(database, job_id, **seen, **_counters(report))
+
+    importer: _Importer | None = None
+    status, error = ImportStatus.DONE, None
+    try:
+        importer = _Importer(
+            database,
+            slug,
+            mode=mode,
+            mailer=mailer,
+            config=config,
+            source_label=f"import: {filename}",
+            batch_size=batch_size,
+            on_batch=on_batch,
+        )
+        importer.run(path, email_column, name_column)
+    except NewsletterError as exc:
+        status, error = ImportStatus.FAILED, str(exc)
+    except Exception as exc:
+        log.exception("import job %s failed", job_id)
+        status, error = ImportStatus.FAILED, f"unexpected error: {exc}"
+    values: dict[str, Any] = {"status": status, "error": error, "finished_at": clock.now()}
+    values.update(seen)
+    if importer is not None:
+        report = importer.report
+        values.update(_counters(report))
+        values["bad_rows"] = json.dumps([asdict(b) for b in report.bad], ensure_ascii=False)
+        if report.email_column is not None:
+            values.update(email_column=report.email_column, name_column=report.name_column)
+    try:
+        _update_job(database, job_id, **values)
+    except sa.exc.SQLAlchemyError:
+        if status is ImportStatus.DONE:
+            raise
+        log.exception("could not record the failure of import job %s", job_id)
