@@ -106,6 +106,23 @@ class Subscriber(Base):
     """A person, known by one normalized email address."""
 
     __tablename__ = "subscriber"
+    __table_args__ = (
+        # The console's substring search (ILIKE '%text%') on address and name: trigram
+        # GIN indexes on PostgreSQL (pg_trgm). SQLite gets plain indexes of the same name,
+        # which keep the two schemas comparable; it scans for substrings, fine at its scale.
+        sa.Index(
+            "ix_subscriber_email_trgm",
+            "email",
+            postgresql_using="gin",
+            postgresql_ops={"email": "gin_trgm_ops"},
+        ),
+        sa.Index(
+            "ix_subscriber_name_trgm",
+            "name",
+            postgresql_using="gin",
+            postgresql_ops={"name": "gin_trgm_ops"},
+        ),
+    )
 
     id: so.Mapped[intpk]
     # The de-duplication key: the whole address lowercased (email-validator only
@@ -341,7 +358,7 @@ class FeedbackEvent(Base):
         sa.ForeignKey("issue.id", ondelete="SET NULL")
     )
     subscriber_id: so.Mapped[int | None] = so.mapped_column(
-        sa.ForeignKey("subscriber.id", ondelete="SET NULL")
+        sa.ForeignKey("subscriber.id", ondelete="SET NULL"), index=True
     )
     # When SES says it happened (the event's own timestamp), and when we heard of it.
     occurred_at: so.Mapped[datetime]
