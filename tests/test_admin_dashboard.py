@@ -177,7 +177,7 @@ def test_growth_chart_geometry() -> None:
 
 @pytest.mark.parametrize(
     ("value", "ceiling"),
-    [(0, 5), (3, 5), (6, 10), (10, 10), (11, 20), (199, 200), (201, 500), (999_999, 1_000_000)],
+    [(0, 10), (3, 10), (6, 10), (10, 10), (11, 20), (199, 200), (201, 500), (999_999, 1_000_000)],
 )
 def test_axis_tops_are_round(value: int, ceiling: int) -> None:
     assert charts._nice_ceiling(value) == ceiling

@@ -80,7 +80,7 @@ def _require_login() -> Any:
     if user is None and request.endpoint not in PUBLIC_ENDPOINTS:
         if SESSION_USER in session:
             session.clear()
-        target = request.full_path if request.method == "GET" else None
+        target = request.full_path.rstrip("?") if request.method == "GET" else None
         return redirect(url_for("admin.login", next=target))
     return None
 

@@ -27,9 +27,12 @@ SEND_PARTS = (
 
 
 def _nice_ceiling(value: int) -> int:
-    """The smallest 1, 2 or 5 × 10^n at or above value (a round top for the axis)."""
-    if value <= 5:
-        return 5
+    """The smallest 1, 2 or 5 × 10^n (n ≥ 1) at or above value: a round top for the axis.
+
+    At least 10, so that the middle grid line is a whole number too.
+    """
+    if value <= 10:
+        return 10
     magnitude = 1
     while magnitude * 10 <= value:
         magnitude *= 10
@@ -68,7 +71,7 @@ def growth_chart(
         parts.append(
             f'<line class="grid" x1="{left}" x2="{width - right}" '
             f'y1="{y(value):.1f}" y2="{y(value):.1f}"/>'
-            f'<text class="axis" x="{left - 6}" y="{y(value) + 4:.1f}" '
+            f'<text class="tick" x="{left - 6}" y="{y(value) + 4:.1f}" '
             f'text-anchor="end">{_fmt(value)}</text>'
         )
     if series:
@@ -84,8 +87,8 @@ def growth_chart(
         )
         baseline = height - 6
         parts.append(
-            f'<text class="axis" x="{left}" y="{baseline}">{first_day.isoformat()}</text>'
-            f'<text class="axis" x="{width - right}" y="{baseline}" text-anchor="end">'
+            f'<text class="tick" x="{left}" y="{baseline}">{first_day.isoformat()}</text>'
+            f'<text class="tick" x="{width - right}" y="{baseline}" text-anchor="end">'
             f"{last_day.isoformat()}</text>"
         )
     parts.append("</svg>")
@@ -112,7 +115,7 @@ def sends_chart(
         parts.append(
             f'<line class="grid" x1="{left}" x2="{width - right}" '
             f'y1="{level:.1f}" y2="{level:.1f}"/>'
-            f'<text class="axis" x="{left - 6}" y="{level + 4:.1f}" '
+            f'<text class="tick" x="{left - 6}" y="{level + 4:.1f}" '
             f'text-anchor="end">{_fmt(value)}</text>'
         )
     for index, send in enumerate(sends):
@@ -131,7 +134,7 @@ def sends_chart(
             )
         name = send.issue.slug if len(send.issue.slug) <= 12 else send.issue.slug[:11] + "…"
         parts.append(
-            f'<text class="axis" x="{x + bar / 2:.1f}" y="{height - 8}" '
+            f'<text class="tick" x="{x + bar / 2:.1f}" y="{height - 8}" '
             f'text-anchor="middle">{escape(name)}</text>'
         )
     parts.append("</svg>")
