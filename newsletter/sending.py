@@ -155,11 +155,30 @@ def count_audience(session: so.Session, mailing_list: MailingList) -> Audience:
 
 def plan_send(session: so.Session, path: str | Path, list_slug: str, *, base_url: str) -> SendPlan:
     """Check and compile an issue file for a list and count its audience (writes nothing)."""
-    from newsletter.composer import compile_issue
     from newsletter.composer import load_issue
 
     mailing_list = get_list(session, list_slug)
-    document = load_issue(path)
+    return _plan(session, load_issue(path), mailing_list, base_url)
+
+
+def plan_send_text(
+    session: so.Session,
+    text: str,
+    list_slug: str,
+    *,
+    base_url: str,
+    source_name: str = "<issue>",
+) -> SendPlan:
+    """Like plan_send, for YAML text (pasted or uploaded); errors name source_name and line."""
+    from newsletter.composer import load_issue_text
+
+    mailing_list = get_list(session, list_slug)
+    return _plan(session, load_issue_text(text, filename=source_name), mailing_list, base_url)
+
+
+def _plan(session: so.Session, document: Any, mailing_list: MailingList, base_url: str) -> SendPlan:
+    from newsletter.composer import compile_issue
+
     compiled = compile_issue(document, mailing_list, base_url=base_url)
     existing = session.scalar(
         sa.select(Issue).where(Issue.list_id == mailing_list.id, Issue.slug == compiled.slug)
@@ -429,6 +448,48 @@ class IssueRenderer:
         )
 
 
+def _active_reader(session: so.Session, mailing_list: MailingList, key: str) -> Any:
+    """Return (subscription id, name) of the address's active subscription to the list."""
+    return session.execute(
+        sa.select(Subscription.id, Subscriber.name)
+        .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
+        .where(
+            Subscriber.email == key,
+            Subscription.list_id == mailing_list.id,
+            Subscription.status == SubscriptionStatus.ACTIVE,
+        )
+    ).first()
+
+
+def preview_for_reader(
+    session: so.Session, plan: SendPlan, address: str, *, config: Mapping[str, Any]
+) -> tuple[str, str]:
+    """Return the HTML and text the address would get: its own links, else a test copy's."""
+    from newsletter.addresses import InvalidAddress
+    from newsletter.addresses import normalize_address
+    from newsletter.composer import render_for_reader
+
+    base_url = config["BASE_URL"]
+    try:
+        key = normalize_address(address).key
+    except InvalidAddress:
+        row = None
+    else:
+        row = _active_reader(session, plan.mailing_list, key)
+    if row is not None:
+        unsubscribe = tokens.unsubscribe_url(base_url, config["SECRET_KEY"], row.id)
+    else:
+        unsubscribe = f"{base_url}/u/test-copy"
+    compiled = plan.compiled
+    return render_for_reader(
+        compiled.html,
+        compiled.text,
+        unsubscribe_url=unsubscribe,
+        web_url=web_url(base_url, compiled.slug),
+        name=row.name if row else None,
+    )
+
+
 def send_test_copies(
     session: so.Session,
     mailer: Mailer,
@@ -460,15 +521,7 @@ def send_test_copies(
             raise SendError(f"--test-to {raw!r}: {exc}") from None
         if session.scalar(sa.select(Suppression.id).where(Suppression.email == address.key)):
             raise SendError(f"{address.display} is on the suppression list; it is never mailed.")
-        row = session.execute(
-            sa.select(Subscription.id, Subscriber.name)
-            .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
-            .where(
-                Subscriber.email == address.key,
-                Subscription.list_id == plan.mailing_list.id,
-                Subscription.status == SubscriptionStatus.ACTIVE,
-            )
-        ).first()
+        row = _active_reader(session, plan.mailing_list, address.key)
         messages.append(
             renderer.message(
                 email=address.ascii,
@@ -542,6 +595,20 @@ def recover_lost_workers(session: so.Session, *, lease: float) -> int:
         log.warning("worker %s was lost; %s in-flight rows marked unknown", worker.id, unknown)
     session.flush()
     return unknown
+
+
+def live_worker(session: so.Session, *, lease: float) -> Worker | None:
+    """Return a worker that is running and heart-beating (lost ones are recovered first)."""
+    recover_lost_workers(session, lease=lease)
+    return session.scalar(
+        sa.select(Worker)
+        .where(
+            Worker.status == WorkerStatus.RUNNING,
+            Worker.heartbeat_at >= clock.now() - timedelta(seconds=lease),
+        )
+        .order_by(Worker.heartbeat_at.desc())
+        .limit(1)
+    )
 
 
 def _finish_issues(session: so.Session, issue_ids: Iterable[int]) -> list[int]:
