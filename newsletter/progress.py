@@ -11,13 +11,18 @@ from dataclasses import field
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from newsletter import feedback
 from newsletter import sending
+from newsletter.errors import NotFound
+from newsletter.models import Delivery
 from newsletter.models import DeliveryStatus
 from newsletter.models import Issue
 from newsletter.models import IssueStatus
+from newsletter.models import Subscription
+from newsletter.models import SubscriptionStatus
 
 # Ledger states SES accepted the message in (what became of it since: delivered, ...).
 ACCEPTED = (
@@ -99,17 +104,21 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def _figures(session: so.Session, report: sending.IssueReport) -> IssueFigures:
-    counts = report.counts
-
+def _from_counts(
+    issue: Issue,
+    list_slug: str,
+    counts: dict[DeliveryStatus, int],
+    *,
+    unsubscribed: int,
+    rate: float | None,
+) -> IssueFigures:
     def count(*statuses: DeliveryStatus) -> int:
         return sum(counts.get(status, 0) for status in statuses)
 
-    reported = feedback.issue_feedback_figures(session, report.issue.id)
     return IssueFigures(
-        issue=report.issue,
-        list_slug=report.list_slug,
-        total=report.total,
+        issue=issue,
+        list_slug=list_slug,
+        total=sum(counts.values()),
         queued=count(DeliveryStatus.QUEUED),
         sending=count(DeliveryStatus.SENDING),
         sent=count(*ACCEPTED),
@@ -120,12 +129,72 @@ def _figures(session: so.Session, report: sending.IssueReport) -> IssueFigures:
         delivered=count(DeliveryStatus.DELIVERED, DeliveryStatus.COMPLAINED),
         bounced=count(DeliveryStatus.BOUNCED),
         complained=count(DeliveryStatus.COMPLAINED),
+        unsubscribed=unsubscribed,
+        rate=rate,
+    )
+
+
+def _figures(session: so.Session, report: sending.IssueReport) -> IssueFigures:
+    reported = feedback.issue_feedback_figures(session, report.issue.id)
+    figures = _from_counts(
+        report.issue,
+        report.list_slug,
+        report.counts,
         unsubscribed=reported["unsubscribed"],
         rate=report.rate,
-        failures=report.failures,
-        unknown_addresses=report.unknown,
-        alerts=list(reported["alerts"]),
     )
+    figures.failures = report.failures
+    figures.unknown_addresses = report.unknown
+    figures.alerts = list(reported["alerts"])
+    return figures
+
+
+def live_figures(session: so.Session, issue_id: int, *, lease: float = 30.0) -> IssueFigures:
+    """Return the counts and rate of issue_figures, in one pass over the ledger.
+
+    For the progress endpoint, polled every second while a send runs: about a third of
+    the cost of issue_figures (no failure reasons, unknown addresses or alerts).
+    """
+    sending.recover_lost_workers(session, lease=lease)
+    issue = session.get(Issue, int(issue_id))
+    if issue is None:
+        raise NotFound(f"There is no issue {issue_id}.")
+    counts: dict[DeliveryStatus, int] = {}
+    first = last = None
+    with_sent_at = 0
+    for status, number, low, high, stamped in session.execute(
+        sa.select(
+            Delivery.status,
+            sa.func.count(),
+            sa.func.min(Delivery.sent_at),
+            sa.func.max(Delivery.sent_at),
+            sa.func.count(Delivery.sent_at),
+        )
+        .where(Delivery.issue_id == issue.id)
+        .group_by(Delivery.status)
+    ):
+        counts[DeliveryStatus(status)] = number
+        with_sent_at += stamped
+        first = low if first is None or (low is not None and low < first) else first
+        last = high if last is None or (high is not None and high > last) else last
+    # The same rate as `newsletter status` (sending.issue_report).
+    rate = None
+    if with_sent_at and first is not None and last is not None:
+        seconds = (last - (issue.started_at or first)).total_seconds()
+        rate = with_sent_at / seconds if seconds > 0 else None
+    # Readers who left after the issue reached them (as feedback.issue_feedback_figures).
+    unsubscribed = session.scalar(
+        sa.select(sa.func.count())
+        .select_from(Delivery)
+        .join(Subscription, Subscription.id == Delivery.subscription_id)
+        .where(
+            Delivery.issue_id == issue.id,
+            Delivery.sent_at.is_not(None),
+            Subscription.status == SubscriptionStatus.UNSUBSCRIBED,
+            Subscription.unsubscribed_at >= Delivery.sent_at,
+        )
+    )
+    return _from_counts(issue, issue.list.slug, counts, unsubscribed=unsubscribed or 0, rate=rate)
 
 
 def issue_figures(session: so.Session, issue_id: int, *, lease: float = 30.0) -> IssueFigures:

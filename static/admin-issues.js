@@ -41,6 +41,8 @@
       set("paused-reason", data.paused_reason || "");
     }
     if (data.finished_text) set("finished", data.finished_text);
+    var note = document.getElementById("delivery-note");
+    if (note && data.finished) note.hidden = true;
   }
 
   function poll() {
@@ -51,6 +53,8 @@
         if (data && data.finished) return; // done: nothing changes any more but feedback
         // Scheduled or paused sends change rarely: look less often.
         delay = data && (data.status === "scheduled" || data.status === "paused") ? 5000 : 1000;
+        // The server asks for a longer pause when counting a huge send takes a while.
+        if (data && data.next_poll_ms > delay) delay = Math.min(data.next_poll_ms, 30000);
         window.setTimeout(poll, delay);
       })
       .catch(function () {

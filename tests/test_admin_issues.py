@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from newsletter import progress
 from newsletter import tokens
 from newsletter.models import Delivery
 from newsletter.models import DeliveryStatus
@@ -21,6 +22,7 @@ from newsletter.models import IssueStatus
 from newsletter.models import SubscriptionStatus
 from newsletter.models import Suppression
 from newsletter.models import SuppressionReason
+from tests.conftest import ARTIFACTS
 from tests.conftest import BASE_URL
 from tests.conftest import EDITOR_EMAIL
 from tests.conftest import EDITOR_PASSWORD
@@ -143,6 +145,8 @@ def test_invalid_yaml_shows_every_error_inline_and_keeps_the_text(
         ({"yaml": EXAMPLE, "list": ""}, "Choose the list the issue is for."),
         ({"yaml": EXAMPLE, "list": "nope"}, "There is no list &#39;nope&#39;."),
         ({"yaml": "title: [unclosed", "list": "o11y-news"}, "pasted.yaml:2: YAML syntax: did"),
+        ({"yaml": "title: x\x00\n", "list": "o11y-news"}, "pasted.yaml:1: YAML syntax:"),
+        ({"yaml": "title: x\n" + "#" * 1_100_000, "list": "o11y-news"}, "too large (at most 1 MB)"),
         (
             {"yaml": "- just\n- a list\n", "list": "o11y-news"},
             "pasted.yaml:1: file: expected a mapping of fields, got a list",
@@ -367,6 +371,23 @@ def test_sending_to_a_list_without_readers_says_so(
     assert _read(db_session, sa.select(Issue.id)) == []
 
 
+def test_a_send_that_cannot_read_the_ses_quota_stores_nothing(
+    admin_client: Any, readers: Any, db_session: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from newsletter.background import BackgroundDelivery
+    from newsletter.pacing import QuotaUnavailable
+
+    def unavailable(self: Any) -> None:
+        raise QuotaUnavailable("SES did not answer. Set NEWSLETTER_SEND_RATE to send anyway.")
+
+    monkeypatch.setattr(BackgroundDelivery, "pace", unavailable)
+    draft = _draft(admin_client)
+    response = _send(admin_client, draft, 3)
+    assert response.status_code == 400
+    assert "Set NEWSLETTER_SEND_RATE to send anyway." in response.get_data(as_text=True)
+    assert _read(db_session, sa.select(Issue.id)) == []
+
+
 def test_schedule_a_send(admin_client: Any, readers: Any, db_session: Any, outbox: Any) -> None:
     draft = _draft(admin_client)
     confirm = admin_client.get(f"{draft}/confirm?mode=schedule&at=2099-12-01T09:00")
@@ -496,6 +517,13 @@ def test_figures_table_for_a_sent_issue(
     detail = admin_client.get(f"/admin/issues/{issue.id}").get_data(as_text=True)
     assert "r4@example.com" in detail  # the unknown address is listed
     assert 'data-count="suppressed">1<' in detail
+    # The progress endpoint counts the same in its one pass over the ledger.
+    live = admin_client.get(f"/admin/issues/{issue.id}.json").get_json()
+    full = progress.issue_figures(db_session, issue.id).as_dict()
+    db_session.commit()
+    assert live["counts"] == full["counts"]
+    assert live["rate"] == full["rate"] and live["total"] == full["total"] == 9
+    assert live["next_poll_ms"] >= 1000
 
 
 def test_no_lists_yet_points_to_creating_one(admin_client: Any) -> None:
@@ -576,6 +604,7 @@ def test_browser_preview_an_issue(page: Any, live_server: str, editor: Any, read
     assert widths[0] == 800 and abs(widths[1] - 375) <= 1
     boxes = [frames.nth(i).bounding_box() for i in range(2)]
     assert boxes[0]["x"] + boxes[0]["width"] < boxes[1]["x"]  # side by side
+    assert boxes[1]["x"] + boxes[1]["width"] <= 1400  # both in view on a laptop screen
     for selector in (".frame-desktop", ".frame-phone"):
         frame = page.frame_locator(f".preview-pair iframe{selector}")
         assert frame.locator("h1").inner_text() == "Unlocking the Kernel"
@@ -597,8 +626,9 @@ def test_browser_send_a_test(
 
 @pytest.mark.browser
 def test_browser_send_to_the_list_and_see_it_finish(
-    page: Any, live_server: str, editor: Any, readers: Any, outbox: Any, db_session: Any
+    page: Any, live_server: str, editor: Any, readers: Any, outbox: Any, database_url: str
 ) -> None:
+    backend = database_url.split(":", 1)[0].split("+", 1)[0]
     _browser_draft(page, live_server)
     page.click("#send-list")
     page.wait_for_url(re.compile(r".*/confirm\?mode=now"))
@@ -610,6 +640,9 @@ def test_browser_send_to_the_list_and_see_it_finish(
     assert page.locator('[data-count="queued"]').inner_text() == "0"
     assert page.locator("#issue-status").inner_text() == "sent"
     assert page.locator("#progress-bar").evaluate("bar => bar.value === bar.max")
+    assert page.locator("#delivery-note").is_hidden()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"admin-issue-finished-{backend}.png"), full_page=True)
     recipients = sorted(m.recipient for m in outbox.messages)
     assert recipients == ["ada@example.com", "kenji@example.net", "zoe@example.org"]
     zoe = next(m for m in outbox.messages if m.recipient == "zoe@example.org")
