@@ -171,22 +171,39 @@ def _not_utf8(line: int, raw: bytes, exc: UnicodeDecodeError) -> ImportFileError
     )
 
 
-def _check_encoding(stream: BinaryIO) -> None:
-    """Make sure a seekable file is UTF-8 before anything is stored (fast, in big chunks)."""
+def _check_file(stream: BinaryIO) -> None:
+    """Make sure a seekable file is UTF-8 without overlong lines before anything is stored.
+
+    Fast, in big chunks: a line can only be too long where it spans chunks, because a
+    chunk is no longer than MAX_LINE_BYTES. On a problem the file is read again line by
+    line, which names the line.
+    """
     start = stream.tell()
     decoder = codecs.getincrementaldecoder("utf-8")()
+    run = 0  # bytes of the line being read, so far
     try:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
+        for chunk in iter(lambda: stream.read(MAX_LINE_BYTES), b""):
             decoder.decode(chunk)
-        decoder.decode(b"", final=True)
+            first = chunk.find(b"\n")
+            if first == -1:
+                run += len(chunk)
+            elif run + first + 1 > MAX_LINE_BYTES:
+                break
+            else:
+                run = len(chunk) - chunk.rfind(b"\n") - 1
+            if run > MAX_LINE_BYTES:
+                break
+        else:
+            decoder.decode(b"", final=True)
+            return
     except UnicodeDecodeError:
-        # Rare: read again line by line to name the line.
-        stream.seek(start)
-        for _ in _Lines(stream):
-            pass
-        raise ImportFileError("the file is not UTF-8 text") from None  # a truncated last char
+        pass
     finally:
         stream.seek(start)
+    for _ in _Lines(stream):
+        pass
+    stream.seek(start)
+    raise ImportFileError("the file is not UTF-8 text")  # a truncated last character
 
 
 class _Lines:
@@ -631,7 +648,7 @@ class _Importer:
         report = self.report
         with _open(source) as (stream, total):
             if stream.seekable():
-                _check_encoding(stream)
+                _check_file(stream)
             parsed = _Csv(stream)
             email_index, name_index = _resolve_columns(parsed.header, email_column, name_column)
             report.email_column = parsed.header[email_index]
@@ -668,6 +685,11 @@ class _Importer:
                         self._progress(lines.bytes_done, total)
                         entries, in_batch = {}, 0
                 self._store(session, entries)
+        if report.rows == 0:
+            raise ImportFileError(
+                f"the file has no rows to import: only its header (line {parsed.header_line}) "
+                "and blank lines"
+            )
         self._progress(lines.bytes_done, total)
         return report
 

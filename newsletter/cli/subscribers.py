@@ -82,8 +82,15 @@ def import_command(
     """
     mode = imports.ImportMode.CONSENTED if consented else imports.ImportMode.DOUBLE_OPT_IN
     total = file.stat().st_size if file.is_file() else 0
+    # disable=None: a bar on a terminal only, not in logs or pipes (cron, CI).
     with tqdm(
-        total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=file.name, leave=False
+        total=total,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=file.name,
+        leave=False,
+        disable=None,
     ) as bar:
 
         def progress(rows: int, done: int, size: int) -> None:
