@@ -69,6 +69,15 @@ def _read(db_session: Any, statement: Any) -> list[Any]:
     return rows
 
 
+@pytest.fixture(autouse=True)
+def _no_delivery_left_running(app: Any) -> Any:
+    """Let a send the test started finish before the database is emptied for the next."""
+    yield
+    runner = app.extensions.get("newsletter.background")
+    if runner is not None:
+        runner.wait(30)
+
+
 @pytest.fixture
 def readers(make_list: Any, make_subscriber: Any) -> Any:
     """The example list with three active readers (one non-ASCII), one unsubscribed."""
