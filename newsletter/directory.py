@@ -1,0 +1,397 @@
+"""The subscriber directory behind the console: filtered pages, counts, one subscriber's history.
+
+Pages use keyset pagination on the subscriber's address (`subscriber.email`, unique):
+each page is "the next N addresses after this one" (or before it), read straight off the
+unique index, so the first, a middle and the last page all cost the same at a million
+subscribers. The last page is read backwards and flipped. A cursor is a subscriber id, not
+an address, so no address ends up in URLs, browser histories or proxy logs.
+
+Search is a case-insensitive substring match on the address or the name (ILIKE), served
+on PostgreSQL by pg_trgm GIN indexes (see the migration d8a3b6f2c915).
+
+Counts are exact up to COUNT_CAP and "more than COUNT_CAP" beyond: an exact count of a
+broad filter at a million rows would cost more than the page itself. Without any filter,
+PostgreSQL's own row estimate stands in for the total (shown as "about").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from dataclasses import field
+from datetime import datetime
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from newsletter.errors import NewsletterError
+from newsletter.errors import NotFound
+from newsletter.lists import get_list
+from newsletter.models import Delivery
+from newsletter.models import DeliveryStatus
+from newsletter.models import FeedbackEvent
+from newsletter.models import FeedbackKind
+from newsletter.models import Issue
+from newsletter.models import MailingList
+from newsletter.models import Subscriber
+from newsletter.models import Subscription
+from newsletter.models import SubscriptionEvent
+from newsletter.models import SubscriptionStatus
+
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+COUNT_CAP = 10_000
+MAX_SEARCH = 200
+# The status filter also offers "erased": anonymous records kept for the counts.
+ERASED = "erased"
+STATUS_FILTERS = (*(s.value for s in SubscriptionStatus), ERASED)
+HISTORY_LIMIT = 200
+
+
+class DirectoryError(NewsletterError):
+    """A filter or page link that cannot be used (bad status, oversized search...)."""
+
+
+class StaleCursor(NewsletterError):
+    """The page link points at a subscriber who is no longer there."""
+
+    status_code = 404
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What the editor narrowed the directory to; every field optional."""
+
+    list_slug: str | None = None
+    status: str | None = None  # a SubscriptionStatus value, or "erased"
+    search: str | None = None
+
+    @property
+    def any(self) -> bool:
+        return bool(self.list_slug or self.status or self.search)
+
+
+@dataclass(frozen=True)
+class Membership:
+    """One subscription as shown in a directory row."""
+
+    list_slug: str
+    status: SubscriptionStatus
+
+
+@dataclass(frozen=True)
+class DirectoryRow:
+    """One subscriber on a page."""
+
+    id: int
+    email: str
+    name: str | None
+    created_at: datetime
+    erased: bool
+    memberships: list[Membership] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Count:
+    """How many subscribers match: exact, at least `value` (capped), or estimated."""
+
+    value: int
+    capped: bool = False
+    estimated: bool = False
+
+
+@dataclass(frozen=True)
+class Page:
+    """A page of the directory and what the pager needs."""
+
+    rows: list[DirectoryRow]
+    has_prev: bool
+    has_next: bool
+    count: Count
+
+    @property
+    def first_id(self) -> int | None:
+        return self.rows[0].id if self.rows else None
+
+    @property
+    def last_id(self) -> int | None:
+        return self.rows[-1].id if self.rows else None
+
+
+def _conditions(session: so.Session, filters: Filters) -> list[sa.ColumnElement[bool]]:
+    """The WHERE clauses of a filter, checked (raises DirectoryError or NotFound)."""
+    status = filters.status or None
+    if status is not None and status not in STATUS_FILTERS:
+        raise DirectoryError(f"Unknown status {status!r}: use one of {', '.join(STATUS_FILTERS)}.")
+    search = (filters.search or "").strip()
+    if len(search) > MAX_SEARCH:
+        raise DirectoryError(f"The search is too long (at most {MAX_SEARCH} characters).")
+    conditions: list[sa.ColumnElement[bool]] = [
+        Subscriber.erased_at.is_not(None) if status == ERASED else Subscriber.erased_at.is_(None)
+    ]
+    membership: list[sa.ColumnElement[bool]] = []
+    if filters.list_slug:
+        membership.append(Subscription.list_id == get_list(session, filters.list_slug).id)
+    if status is not None and status != ERASED:
+        membership.append(Subscription.status == SubscriptionStatus(status))
+    if membership:
+        conditions.append(
+            sa.exists().where(Subscription.subscriber_id == Subscriber.id, *membership)
+        )
+    if search:
+        conditions.append(_search(session, search))
+    return conditions
+
+
+def _search(session: so.Session, text: str) -> sa.ColumnElement[bool]:
+    """Address or name contains the text, ignoring case (non-ASCII letters too)."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    if session.get_bind().dialect.name == "sqlite":
+        # SQLite's lower() and LIKE fold ASCII only: "ØRSTED" would miss "Ørsted".
+        # Python's lower() on both sides does what PostgreSQL's ILIKE does.
+        session.connection().connection.driver_connection.create_function(
+            "nl_lower", 1, _lower, deterministic=True
+        )
+        pattern = f"%{escaped.lower()}%"
+        return sa.or_(
+            sa.func.nl_lower(Subscriber.email).like(pattern, escape="\\"),
+            sa.func.nl_lower(Subscriber.name).like(pattern, escape="\\"),
+        )
+    # ILIKE on the plain columns is what the pg_trgm GIN indexes serve.
+    pattern = f"%{escaped}%"
+    return sa.or_(
+        Subscriber.email.ilike(pattern, escape="\\"),
+        Subscriber.name.ilike(pattern, escape="\\"),
+    )
+
+
+def _lower(value: str | None) -> str | None:
+    return value.lower() if value is not None else None
+
+
+def _email_of(session: so.Session, subscriber_id: int) -> str:
+    email = session.scalar(sa.select(Subscriber.email).where(Subscriber.id == subscriber_id))
+    if email is None:
+        raise StaleCursor("That page is out of date: the subscriber it started from is gone.")
+    return email
+
+
+def subscriber_page(
+    session: so.Session,
+    filters: Filters = Filters(),
+    *,
+    after: int | None = None,
+    before: int | None = None,
+    last: bool = False,
+    size: int = PAGE_SIZE,
+) -> Page:
+    """Return a page of subscribers by address: the first, `after`/`before` an id, or the last.
+
+    Raises DirectoryError for a bad filter, NotFound for an unknown list and StaleCursor
+    when the cursor's subscriber no longer exists.
+    """
+    if not 1 <= size <= MAX_PAGE_SIZE:
+        raise DirectoryError(f"A page holds 1 to {MAX_PAGE_SIZE} subscribers.")
+    if sum((after is not None, before is not None, last)) > 1:
+        raise DirectoryError("Ask for one page: after, before or last.")
+    conditions = _conditions(session, filters)
+    query = sa.select(
+        Subscriber.id,
+        Subscriber.display_email,
+        Subscriber.name,
+        Subscriber.created_at,
+        Subscriber.erased_at,
+    ).where(*conditions)
+    backwards = last or before is not None
+    if after is not None:
+        query = query.where(Subscriber.email > _email_of(session, after))
+    if before is not None:
+        query = query.where(Subscriber.email < _email_of(session, before))
+    order = Subscriber.email.desc() if backwards else Subscriber.email.asc()
+    # One extra row tells whether there is a further page in the reading direction.
+    found = session.execute(query.order_by(order).limit(size + 1)).all()
+    more = len(found) > size
+    found = found[:size]
+    if backwards:
+        found.reverse()
+    rows = _with_memberships(session, found)
+    if backwards:
+        has_prev, has_next = more, before is not None
+    else:
+        has_prev, has_next = after is not None, more
+    return Page(
+        rows=rows,
+        has_prev=has_prev,
+        has_next=has_next,
+        count=_count(session, conditions, filters),
+    )
+
+
+def _with_memberships(session: so.Session, found: list[sa.Row]) -> list[DirectoryRow]:
+    ids = [row.id for row in found]
+    memberships: dict[int, list[Membership]] = {i: [] for i in ids}
+    if ids:
+        for subscriber_id, slug, status in session.execute(
+            sa.select(Subscription.subscriber_id, MailingList.slug, Subscription.status)
+            .join(MailingList, MailingList.id == Subscription.list_id)
+            .where(Subscription.subscriber_id.in_(ids))
+            .order_by(MailingList.slug)
+        ):
+            memberships[subscriber_id].append(Membership(slug, status))
+    return [
+        DirectoryRow(
+            id=row.id,
+            email=row.display_email,
+            name=row.name,
+            created_at=row.created_at,
+            erased=row.erased_at is not None,
+            memberships=memberships[row.id],
+        )
+        for row in found
+    ]
+
+
+def count(session: so.Session, filters: Filters = Filters()) -> Count:
+    """Count the subscribers a filter matches, exactly up to COUNT_CAP (see the module doc)."""
+    return _count(session, _conditions(session, filters), filters)
+
+
+def _count(
+    session: so.Session, conditions: list[sa.ColumnElement[bool]], filters: Filters
+) -> Count:
+    capped = sa.select(Subscriber.id).where(*conditions).limit(COUNT_CAP + 1).subquery()
+    value = session.scalar(sa.select(sa.func.count()).select_from(capped)) or 0
+    if value <= COUNT_CAP:
+        return Count(value)
+    if not filters.any and session.get_bind().dialect.name == "postgresql":
+        estimate = session.scalar(
+            sa.text("SELECT reltuples::bigint FROM pg_class WHERE oid = 'subscriber'::regclass")
+        )
+        if estimate and estimate > COUNT_CAP:
+            return Count(int(estimate), estimated=True)
+    return Count(COUNT_CAP, capped=True)
+
+
+# --- One subscriber's history -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SubscriptionHistory:
+    """A subscription with its consent record and its status changes, oldest first."""
+
+    subscription: Subscription
+    list_slug: str
+    list_name: str
+    events: list[SubscriptionEvent]
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    """One ledger row: what happened to one issue sent to this subscriber."""
+
+    issue_id: int
+    issue_title: str
+    list_slug: str
+    status: DeliveryStatus
+    attempts: int
+    sent_at: datetime | None
+    updated_at: datetime
+    error: str | None
+
+
+@dataclass(frozen=True)
+class FeedbackRow:
+    """A bounce, complaint or delivery report from SES."""
+
+    kind: FeedbackKind
+    occurred_at: datetime
+    issue_title: str | None
+    bounce_type: str | None
+    bounce_subtype: str | None
+    detail: str | None
+
+
+@dataclass(frozen=True)
+class History:
+    """Everything the console shows about one subscriber (newest deliveries and feedback first)."""
+
+    subscriber: Subscriber
+    subscriptions: list[SubscriptionHistory]
+    deliveries: list[DeliveryRow]
+    feedback: list[FeedbackRow]
+    more_deliveries: bool
+    more_feedback: bool
+
+
+def get_subscriber(session: so.Session, subscriber_id: int) -> Subscriber:
+    """Return the subscriber with this id, or raise NotFound."""
+    subscriber = session.get(Subscriber, subscriber_id)
+    if subscriber is None:
+        raise NotFound("There is no such subscriber (erased records keep their page).")
+    return subscriber
+
+
+def subscriber_history(
+    session: so.Session, subscriber_id: int, *, limit: int = HISTORY_LIMIT
+) -> History:
+    """Return a subscriber's subscriptions, consent, status changes, ledger rows and feedback."""
+    subscriber = get_subscriber(session, subscriber_id)
+    subscriptions = []
+    for subscription, slug, name in session.execute(
+        sa.select(Subscription, MailingList.slug, MailingList.name)
+        .join(MailingList, MailingList.id == Subscription.list_id)
+        .where(Subscription.subscriber_id == subscriber.id)
+        .order_by(MailingList.slug)
+    ).all():
+        events = list(
+            session.scalars(
+                sa.select(SubscriptionEvent)
+                .where(SubscriptionEvent.subscription_id == subscription.id)
+                .order_by(SubscriptionEvent.at, SubscriptionEvent.id)
+            )
+        )
+        subscriptions.append(SubscriptionHistory(subscription, slug, name, events))
+
+    ledger = session.execute(
+        sa.select(
+            Delivery.issue_id,
+            Issue.title,
+            MailingList.slug,
+            Delivery.status,
+            Delivery.attempts,
+            Delivery.sent_at,
+            Delivery.updated_at,
+            Delivery.error,
+        )
+        .join(Issue, Issue.id == Delivery.issue_id)
+        .join(MailingList, MailingList.id == Issue.list_id)
+        .where(Delivery.subscriber_id == subscriber.id)
+        .order_by(Delivery.id.desc())
+        .limit(limit + 1)
+    ).all()
+    feedback = session.execute(
+        sa.select(
+            FeedbackEvent.kind,
+            FeedbackEvent.occurred_at,
+            Issue.title,
+            FeedbackEvent.bounce_type,
+            FeedbackEvent.bounce_subtype,
+            FeedbackEvent.detail,
+        )
+        .outerjoin(Issue, Issue.id == FeedbackEvent.issue_id)
+        .where(
+            sa.or_(
+                FeedbackEvent.subscriber_id == subscriber.id,
+                FeedbackEvent.email == subscriber.email,
+            )
+        )
+        .order_by(FeedbackEvent.occurred_at.desc(), FeedbackEvent.id.desc())
+        .limit(limit + 1)
+    ).all()
+    return History(
+        subscriber=subscriber,
+        subscriptions=subscriptions,
+        deliveries=[DeliveryRow(*row) for row in ledger[:limit]],
+        feedback=[FeedbackRow(*row) for row in feedback[:limit]],
+        more_deliveries=len(ledger) > limit,
+        more_feedback=len(feedback) > limit,
+    )
