@@ -52,6 +52,7 @@ from newsletter.addresses import clean_name
 from newsletter.addresses import normalize_address
 from newsletter.db import Database
 from newsletter.errors import NewsletterError
+from newsletter.errors import NotFound
 from newsletter.lists import get_list
 from newsletter.models import ImportJob
 from newsletter.models import ImportMode
@@ -68,10 +69,13 @@ __all__ = [
     "ImportFileError",
     "ImportMode",
     "ImportReport",
+    "bad_rows",
     "create_job",
     "detect_columns",
+    "get_job",
     "import_csv",
     "read_columns",
+    "recent_jobs",
     "run_job",
 ]
 
@@ -84,6 +88,8 @@ MAX_LINE_BYTES = 1024 * 1024
 # One field may hold up to csv.field_size_limit() characters (128 KiB by default, which
 # also bounds a quoted field left open by mistake); we keep the module's default.
 DELIMITERS = (",", ";", "\t")
+# The first bytes of .xlsx/.ods/.numbers (zip) and .xls (OLE2) files.
+WORKBOOK_MAGIC = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1")
 # Double opt-in batches are small: their confirmation emails wait in memory for the commit.
 DOUBLE_OPT_IN_BATCH = 200
 # Values per IN (...) list: under SQLite's and PostgreSQL's bind-parameter limits.
@@ -223,6 +229,11 @@ class _Lines:
                 return
             self.line += 1
             self.bytes_done += len(raw)
+            if first and raw.startswith(WORKBOOK_MAGIC):
+                raise ImportFileError(
+                    "this is a spreadsheet workbook (Excel, Numbers or LibreOffice), not a CSV "
+                    'file: save it as "CSV UTF-8" and import that'
+                )
             if len(raw) > MAX_LINE_BYTES:
                 raise ImportFileError(
                     f"line {self.line} is longer than {MAX_LINE_BYTES // 1024} KiB: "
@@ -350,10 +361,16 @@ def _resolve_columns(
 
 
 def read_columns(path_or_stream: str | os.PathLike[str] | BinaryIO) -> list[str]:
-    """Return the header's column names (a seekable stream is left where it was)."""
+    """Return the header's column names, or raise ImportFileError.
+
+    A file (or seekable stream, which is left where it was) is checked whole first, as an
+    import would: UTF-8, no overlong line, a header. Bad rows are not looked for.
+    """
     with _open(path_or_stream) as (stream, _total):
         start = stream.tell() if stream.seekable() else None
         try:
+            if start is not None:
+                _check_file(stream)
             return _Csv(stream).header
         finally:
             if start is not None:
@@ -855,6 +872,26 @@ def _counters(report: ImportReport) -> dict[str, Any]:
         "blank": report.blank,
         "bad_count": report.bad_count,
     }
+
+
+def get_job(session: so.Session, job_id: int) -> ImportJob:
+    """Return an import job, or raise NotFound."""
+    job = session.get(ImportJob, job_id)
+    if job is None:
+        raise NotFound(f"There is no import {job_id}.")
+    return job
+
+
+def recent_jobs(session: so.Session, limit: int = 20) -> list[ImportJob]:
+    """Return the latest import jobs, newest first, with their lists loaded."""
+    return list(
+        session.scalars(
+            sa.select(ImportJob)
+            .options(so.joinedload(ImportJob.list))
+            .order_by(ImportJob.id.desc())
+            .limit(limit)
+        )
+    )
 
 
 def bad_rows(job: ImportJob) -> list[BadRow]:

@@ -583,6 +583,12 @@ OVERLONG += "long@example.org," + "y" * (imports.MAX_LINE_BYTES + 10) + "\n"
             "line 3: the file is not UTF-8 text (byte 0xe9 at column 20)",
             id="not-utf8",
         ),
+        pytest.param(
+            b"PK\x03\x04\x14\x00\x06\x00\x08\x00\x00\x00!\x00",
+            {},
+            "this is a spreadsheet workbook (Excel, Numbers or LibreOffice), not a CSV file",
+            id="xlsx-workbook",
+        ),
         pytest.param(b"email,name\n", {}, "no rows to import", id="header-only"),
         pytest.param(b"email,name\n\n\n", {}, "no rows to import", id="header-and-blanks"),
         pytest.param(OVERLONG.encode(), {}, "line 52 is longer than 1024 KiB", id="overlong-line"),
