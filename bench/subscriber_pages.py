@@ -1,0 +1,145 @@
+"""The console's subscriber directory at a million subscribers: request latency per page kind.
+
+    .venv/bin/python bench/subscriber_pages.py [--subscribers 1000000] [--requests 50]
+
+Uses the PostgreSQL database `newsletter_bench_pages` (dropped and re-created), seeded
+set-based: every subscriber has one subscription on the list "weekly", ~90% active and
+the rest pending, unsubscribed, bounced or complained; one name in five is non-ASCII.
+A Flask test client signs in through /admin/login (with its CSRF token) and times
+--requests GETs of each page kind, in process (no network, no server threads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import re
+import statistics
+import time
+
+import benchsetup as bs
+import sqlalchemy as sa
+
+from newsletter import accounts
+from newsletter import create_app
+from newsletter.db import make_engine
+
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+EMAIL = "editor@example.com"
+PASSWORD = "bench-password-0123456789"
+
+
+def seed(url: str, count: int) -> None:
+    """One list, `count` subscribers, one subscription each, set-based in SQL."""
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO mailing_list (slug, name, from_address, postal_address, created_at) "
+                "VALUES ('weekly', 'Weekly news', 'news@example.com', '1 Example Street', now())"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO subscriber (email, display_email, name, created_at) "
+                "SELECT 'r' || g || '@example.com', 'r' || g || '@example.com', "
+                "CASE WHEN g % 5 = 0 THEN 'Zoë Łukasz ' || g ELSE 'Reader ' || g END, "
+                "now() - make_interval(secs => g) FROM generate_series(1, :n) AS g"
+            ),
+            {"n": count},
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO subscription (subscriber_id, list_id, status, created_at, "
+                "status_changed_at, source) SELECT id, (SELECT id FROM mailing_list), "
+                "CASE WHEN id % 10 <> 0 THEN 'active' "
+                "ELSE (ARRAY['unsubscribed', 'bounced', 'complained', 'pending'])"
+                "[(id / 10) % 4 + 1] END, now(), now(), 'import' FROM subscriber"
+            )
+        )
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("VACUUM ANALYZE")
+    engine.dispose()
+
+
+def middle_id(url: str) -> int:
+    """The subscriber whose address is in the middle of the address order."""
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        found = conn.scalar(
+            sa.text(
+                "SELECT id FROM subscriber ORDER BY email "
+                "OFFSET (SELECT count(*) / 2 FROM subscriber) LIMIT 1"
+            )
+        )
+    engine.dispose()
+    return found
+
+
+def link(body: str, rel: str) -> str:
+    match = re.search(rf'href="([^"]+)" rel="{rel}"', body)
+    assert match, f"no {rel} link on the page"
+    return html.unescape(match.group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--subscribers", type=int, default=1_000_000)
+    parser.add_argument("--requests", type=int, default=50)
+    args = parser.parse_args()
+
+    url = bs.fresh_database("newsletter_bench_pages")
+    started = time.perf_counter()
+    seed(url, args.subscribers)
+    print(f"seeded {args.subscribers} subscribers in {time.perf_counter() - started:.1f} s")
+
+    app = create_app(
+        {
+            "DATABASE_URL": url,
+            "SECRET_KEY": bs.SECRET,
+            "BASE_URL": "http://localhost",
+            "TESTING": True,
+            "WTF_CSRF_ENABLED": True,
+            "MAIL_BACKEND": "outbox",
+            "OUTBOX_DIR": "/tmp/bench-outbox",
+        }
+    )
+    database = app.extensions["newsletter.db"]
+    with database.transaction() as session:
+        accounts.create_user(session, EMAIL, PASSWORD)
+    client = app.test_client()
+    token = CSRF.search(client.get("/admin/login").get_data(as_text=True)).group(1)
+    response = client.post(
+        "/admin/login", data={"email": EMAIL, "password": PASSWORD, "csrf_token": token}
+    )
+    assert response.status_code in (302, 303), response.status_code
+
+    first = client.get("/admin/subscribers").get_data(as_text=True)
+    # The middle cursor is the id at the middle address; "Last" is followed from the pager.
+    pages = {
+        "first page": "/admin/subscribers",
+        "middle page": f"/admin/subscribers?after={middle_id(url)}",
+        "last page": link(first, "last"),
+        "search ?q=12345": "/admin/subscribers?q=12345",
+        "search ?q=Zoë Łukasz 77": "/admin/subscribers?q=Zo%C3%AB+%C5%81ukasz+77",
+        "list=weekly&status=unsubscribed": "/admin/subscribers?list=weekly&status=unsubscribed",
+    }
+    print(f"\n{'page':<34} {'rows':>5} {'p50 ms':>8} {'p99 ms':>8}")
+    for label, path in pages.items():
+        times = []
+        for _ in range(args.requests):
+            started = time.perf_counter()
+            response = client.get(path)
+            body = response.get_data(as_text=True)
+            times.append((time.perf_counter() - started) * 1000)
+            assert response.status_code == 200, (path, response.status_code)
+        rows = body.count("<tr>") - 1  # less the header row
+        assert rows > 0, (path, "no rows")
+        times.sort()
+        p99 = times[min(len(times) - 1, round(0.99 * (len(times) - 1)))]
+        print(f"{label:<34} {rows:>5} {statistics.median(times):>8.1f} {p99:>8.1f}", flush=True)
+    database.dispose()
+
+
+if __name__ == "__main__":
+    main()
