@@ -36,6 +36,7 @@ from newsletter.suppressions import address_key
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 EXPORT_COLUMNS = ("email", "name", "list", "status", "created_at", "confirmed_at")
 _LIVE = (SubscriptionStatus.ACTIVE, SubscriptionStatus.PENDING)
+ERASED_DOMAIN = "@erased.invalid"
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,11 @@ def find_subscriber(session: so.Session, email_or_subscriber: str | Subscriber) 
         query = sa.select(Subscriber).where(Subscriber.id == subscriber_id)
         shown = email_or_subscriber.email
     else:
-        shown = address_key(email_or_subscriber)
+        shown = email_or_subscriber.strip().lower()
+        # An erased record's placeholder is not a mailable address (.invalid), so the
+        # address checks would refuse it: look it up as it is.
+        if not shown.endswith(ERASED_DOMAIN):
+            shown = address_key(email_or_subscriber)
         query = sa.select(Subscriber).where(Subscriber.email == shown)
     subscriber = session.scalar(query.with_for_update().execution_options(populate_existing=True))
     if subscriber is None:
@@ -205,7 +210,7 @@ def remove(session: so.Session, email: str) -> Removal:
 
 def erased_address(subscriber_id: int) -> str:
     """The placeholder that replaces an erased subscriber's address (unique, never mailable)."""
-    return f"erased-{subscriber_id}@erased.invalid"
+    return f"erased-{subscriber_id}{ERASED_DOMAIN}"
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from tests.conftest import EDITOR_PASSWORD
 from tests.conftest import SECRET_KEY
 
 PAGE = 3
-NON_ASCII_EMAIL = "zoë.ørsted@example.org"
+NON_ASCII_EMAIL = "zoe@ørsted.dk"
 NON_ASCII_NAME = "Zoë Ørsted"
 
 
@@ -140,11 +140,11 @@ def test_rows_show_each_list_and_status(admin_client, people):
 
 def test_pager_walks_forward_and_back_keeping_filters(admin_client, people):
     seen: list[str] = []
-    html = _text(_get(admin_client, q="example"))
+    html = _text(_get(admin_client, q="e"))
     seen += _emails(html)
     pages = [list(seen)]
     while (link := _link(html, "next")) is not None:
-        assert "q=example" in link
+        assert "q=e" in link
         html = _text(admin_client.get(link))
         pages.append(_emails(html))
         seen += pages[-1]
@@ -361,7 +361,7 @@ def test_erase_from_the_console(admin_client, people, db_session):
     old_token = tokens.make_unsubscribe_token(SECRET_KEY, subscription_id)
     response = admin_client.post(
         f"/admin/subscribers/{subscriber_id}/erase",
-        data={"csrf_token": admin_client.csrf(), "confirm_email": " ZOË.ØRSTED@example.org "},
+        data={"csrf_token": admin_client.csrf(), "confirm_email": " ZOE@ØRSTED.DK "},
     )
     assert response.status_code == 302
     page = _text(admin_client.get(response.headers["Location"]))

@@ -149,11 +149,11 @@ def export(state: CliState, list_slug: str | None, status: str | None) -> None:
     a spreadsheet would take for a formula start with an apostrophe; importing the file
     again takes it off.
     """
-    out = click.get_text_stream("stdout")
+    # click.echo, not click.get_text_stream (deprecated in Click 8.3): it writes to
+    # whatever stdout is now, which is also what CliRunner captures.
     with state.transaction() as session:
         for chunk in subscribers_core.export_csv(session, list_slug=list_slug, status=status):
-            out.write(chunk)
-    out.flush()
+            click.echo(chunk, nl=False)
 
 
 @subscribers.command("remove")
@@ -194,6 +194,9 @@ def remove(state: CliState, email: str, erase: bool, yes: bool) -> None:
         )
     with state.transaction() as session:
         erasure = subscribers_core.erase(session, email)
+    if erasure.already_erased:
+        click.echo(f"{erasure.placeholder} was already erased: nothing changed.")
+        return
     click.echo(
         f"Erased {email.strip()}: now {erasure.placeholder}, "
         f"{erasure.subscriptions} subscription(s) kept as anonymous counts."
