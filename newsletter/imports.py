@@ -18,13 +18,16 @@ import itertools
 import json
 import logging
 import os
+import queue
 import re
+import threading
 import time
 from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
 from collections.abc import Mapping
 from collections.abc import Sequence
+from contextlib import closing
 from contextlib import contextmanager
 from dataclasses import asdict
 from dataclasses import dataclass
@@ -33,6 +36,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from typing import BinaryIO
+from typing import TypeVar
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -509,14 +513,217 @@ class _Batch:
     new: list[tuple[int, _Entry]]  # (subscriber id, entry)
 
 
+class _CoreStatements:
+    """The batch's statements in portable SQLAlchemy Core (SQLite)."""
+
+    def __init__(self, session: so.Session) -> None:
+        self.session = session
+
+    def suppressed(self, keys: Sequence[str]) -> set[str]:
+        rows = _select_in(self.session, sa.select(Suppression.email), Suppression.email, keys)
+        return {row.email for row in rows}
+
+    def add_subscribers(
+        self, rows: Sequence[tuple[str, str, str | None]], now: Any
+    ) -> list[tuple[int, str, str | None, bool]]:
+        """Insert the missing subscribers; return (id, email, name, new) for the ones found.
+
+        `new` is True only for rows this statement inserted (they have no subscriptions);
+        a subscriber it does not return was added by a concurrent transaction.
+        """
+        subscriber = Subscriber.__table__
+        self.session.execute(
+            _insert(self.session, subscriber).on_conflict_do_nothing(index_elements=["email"]),
+            [
+                {"email": key, "display_email": display, "name": name, "created_at": now}
+                for key, display, name in rows
+            ],
+        )
+        return [(*row, False) for row in self.subscribers([key for key, _, _ in rows])]
+
+    def subscribers(self, keys: Sequence[str]) -> list[tuple[int, str, str | None]]:
+        subscriber = Subscriber.__table__
+        query = sa.select(subscriber.c.id, subscriber.c.email, subscriber.c.name)
+        return [tuple(row) for row in _select_in(self.session, query, subscriber.c.email, keys)]
+
+    def fill_names(self, pairs: Sequence[tuple[int, str]]) -> None:
+        subscriber = Subscriber.__table__
+        self.session.execute(
+            sa.update(subscriber)
+            .where(subscriber.c.id == sa.bindparam("b_id"), subscriber.c.name.is_(None))
+            .values(name=sa.bindparam("b_name")),
+            [{"b_id": sid, "b_name": name} for sid, name in pairs],
+        )
+
+    def statuses(self, list_id: int, ids: Sequence[int]) -> dict[int, str]:
+        subscription = Subscription.__table__
+        query = sa.select(subscription.c.subscriber_id, subscription.c.status).where(
+            subscription.c.list_id == list_id
+        )
+        return dict(_select_in(self.session, query, subscription.c.subscriber_id, ids))
+
+    def subscribe_active(self, list_id: int, ids: Sequence[int], label: str, now: Any) -> set[int]:
+        subscription = Subscription.__table__
+        created = self.session.execute(
+            _insert(self.session, subscription)
+            .on_conflict_do_nothing(index_elements=["subscriber_id", "list_id"])
+            .returning(subscription.c.id, subscription.c.subscriber_id),
+            [
+                {
+                    "subscriber_id": subscriber_id,
+                    "list_id": list_id,
+                    "status": SubscriptionStatus.ACTIVE,
+                    "created_at": now,
+                    "status_changed_at": now,
+                    "confirmed_at": now,
+                    "unsubscribed_at": None,
+                    "source": "import",
+                    "consent_at": now,
+                    "consent_ip": None,
+                    "consent_form": label,
+                    "confirm_nonce": None,
+                }
+                for subscriber_id in ids
+            ],
+        ).all()
+        if created:
+            self.session.execute(
+                sa.insert(SubscriptionEvent.__table__),
+                [
+                    {
+                        "subscription_id": row.id,
+                        "status": SubscriptionStatus.ACTIVE,
+                        "at": now,
+                        "reason": "import",
+                        "ip": None,
+                    }
+                    for row in created
+                ],
+            )
+        return {row.subscriber_id for row in created}
+
+
+# PostgreSQL: each step is one statement whose values travel as a few long strings, split
+# on the server with string_to_array. Multi-row VALUES lists or IN lists of thousands of
+# placeholders cost more to build and parse than storing the rows does, and psycopg
+# dumps list parameters element by element in Python; one joined string is one C call.
+# Lookups join the unnested values to the unique index rather than "= ANY(array)": with
+# the generic plan psycopg prepares after a few batches, "list_id = $1 AND subscriber_id
+# = ANY($2)" scanned the whole list for every batch.
+_SEPARATOR = "\x1f"  # ASCII unit separator: never in a checked address or name
+_NULL = "\x1e"  # stands for None
+
+
+def _texts(values: Iterable[str | None]) -> str:
+    """Join strings for string_to_array(:p, chr(31), chr(30)) (None travels as chr(30))."""
+    items = [_NULL if value is None else value for value in values]
+    joined = _SEPARATOR.join(items)
+    if items and joined.count(_SEPARATOR) != len(items) - 1:
+        raise ValueError("a value contains the separator")  # _check_row refuses them
+    return joined
+
+
+def _ints(values: Iterable[int]) -> str:
+    return ",".join(map(str, values))
+
+
+_TEXTS = "string_to_array(CAST(:{} AS text), chr(31), chr(30))"
+_IDS = "CAST(string_to_array(CAST(:{} AS text), ',') AS bigint[])"
+
+_PG_SUPPRESSED = sa.text(
+    f"SELECT s.email FROM unnest({_TEXTS.format('keys')}) AS t(k) "
+    "JOIN suppression AS s ON s.email = t.k"
+)
+# The rows inserted, then the ones that were there before (the SELECT sees the snapshot
+# from before the INSERT): one round trip, and new subscribers need no status lookup.
+_PG_ADD_SUBSCRIBERS = sa.text(
+    f"WITH t AS (SELECT * FROM unnest({_TEXTS.format('emails')}, {_TEXTS.format('displays')}, "
+    f"{_TEXTS.format('names')}) AS t(e, d, n)), "
+    "added AS (INSERT INTO subscriber (email, display_email, name, created_at) "
+    "SELECT e, d, n, :now FROM t ON CONFLICT (email) DO NOTHING RETURNING id, email, name) "
+    "SELECT id, email, name, true FROM added "
+    "UNION ALL SELECT s.id, s.email, s.name, false FROM t JOIN subscriber AS s ON s.email = t.e"
+)
+_PG_SUBSCRIBERS = sa.text(
+    f"SELECT s.id, s.email, s.name FROM unnest({_TEXTS.format('keys')}) AS t(k) "
+    "JOIN subscriber AS s ON s.email = t.k"
+)
+_PG_FILL_NAMES = sa.text(
+    "UPDATE subscriber AS s SET name = t.n "
+    f"FROM unnest({_IDS.format('ids')}, {_TEXTS.format('names')}) AS t(i, n) "
+    "WHERE s.id = t.i AND s.name IS NULL"
+)
+_PG_STATUSES = sa.text(
+    f"SELECT s.subscriber_id, s.status FROM unnest({_IDS.format('ids')}) AS t(i) "
+    "JOIN subscription AS s ON s.subscriber_id = t.i AND s.list_id = :list_id"
+)
+_PG_SUBSCRIBE_ACTIVE = sa.text(
+    "WITH created AS ("
+    " INSERT INTO subscription (subscriber_id, list_id, status, created_at, status_changed_at,"
+    " confirmed_at, source, consent_at, consent_form)"
+    " SELECT i, :list_id, :active, :now, :now, :now, 'import', :now, :label"
+    f" FROM unnest({_IDS.format('ids')}) AS t(i)"
+    " ON CONFLICT (subscriber_id, list_id) DO NOTHING"
+    " RETURNING id, subscriber_id"
+    "), events AS ("
+    " INSERT INTO subscription_event (subscription_id, status, at, reason)"
+    " SELECT id, :active, :now, 'import' FROM created"
+    ") SELECT subscriber_id FROM created"
+)
+
+
+class _PostgresStatements(_CoreStatements):
+    """The same statements with their values joined into strings (PostgreSQL)."""
+
+    def suppressed(self, keys: Sequence[str]) -> set[str]:
+        return set(self.session.scalars(_PG_SUPPRESSED, {"keys": _texts(keys)}))
+
+    def add_subscribers(
+        self, rows: Sequence[tuple[str, str, str | None]], now: Any
+    ) -> list[tuple[int, str, str | None, bool]]:
+        params = {
+            "emails": _texts(row[0] for row in rows),
+            "displays": _texts(row[1] for row in rows),
+            "names": _texts(row[2] for row in rows),
+            "now": now,
+        }
+        return [tuple(row) for row in self.session.execute(_PG_ADD_SUBSCRIBERS, params)]
+
+    def subscribers(self, keys: Sequence[str]) -> list[tuple[int, str, str | None]]:
+        result = self.session.execute(_PG_SUBSCRIBERS, {"keys": _texts(keys)})
+        return [tuple(row) for row in result]
+
+    def fill_names(self, pairs: Sequence[tuple[int, str]]) -> None:
+        params = {"ids": _ints(p[0] for p in pairs), "names": _texts(p[1] for p in pairs)}
+        self.session.execute(_PG_FILL_NAMES, params)
+
+    def statuses(self, list_id: int, ids: Sequence[int]) -> dict[int, str]:
+        rows = self.session.execute(_PG_STATUSES, {"list_id": list_id, "ids": _ints(ids)})
+        return {subscriber_id: status for subscriber_id, status in rows}
+
+    def subscribe_active(self, list_id: int, ids: Sequence[int], label: str, now: Any) -> set[int]:
+        params = {
+            "list_id": list_id,
+            "ids": _ints(ids),
+            "label": label,
+            "now": now,
+            "active": SubscriptionStatus.ACTIVE.value,
+        }
+        return set(self.session.scalars(_PG_SUBSCRIBE_ACTIVE, params))
+
+
+def _statements(session: so.Session) -> _CoreStatements:
+    if session.get_bind().dialect.name == "postgresql":
+        return _PostgresStatements(session)
+    return _CoreStatements(session)
+
+
 def _prepare(session: so.Session, list_id: int, entries: Mapping[str, _Entry], now: Any) -> _Batch:
     """Create the missing subscribers and sort the batch's addresses (set-based)."""
+    sql = _statements(session)
     candidates = set(entries)
     candidates.update(entry.address.ascii.lower() for entry in entries.values())
-    suppressed = {
-        row.email
-        for row in _select_in(session, sa.select(Suppression.email), Suppression.email, candidates)
-    }
+    suppressed = sql.suppressed(list(candidates)) if candidates else set()
     refused: list[_Entry] = []
     wanted: dict[str, _Entry] = {}
     for key, entry in entries.items():
@@ -527,50 +734,26 @@ def _prepare(session: so.Session, list_id: int, entries: Mapping[str, _Entry], n
     if not wanted:
         return _Batch(refused, [], [])
 
-    subscriber = Subscriber.__table__
-    session.execute(
-        _insert(session, subscriber).on_conflict_do_nothing(index_elements=["email"]),
-        [
-            {
-                "email": key,
-                "display_email": entry.address.display,
-                "name": entry.name,
-                "created_at": now,
-            }
-            for key, entry in wanted.items()
-        ],
+    found = sql.add_subscribers(
+        [(key, entry.address.display, entry.name) for key, entry in wanted.items()], now
     )
-    found = _select_in(
-        session,
-        sa.select(subscriber.c.id, subscriber.c.email, subscriber.c.name),
-        subscriber.c.email,
-        wanted,
-    )
+    if len(found) < len(wanted):  # added meanwhile by another transaction: look again
+        seen = {email for _, email, _, _ in found}
+        missing = [key for key in wanted if key not in seen]
+        found += [(*row, False) for row in sql.subscribers(missing)]
     ids: dict[int, _Entry] = {}
-    names = []
-    for row in found:
-        entry = wanted[row.email]
-        ids[row.id] = entry
-        if row.name is None and entry.name is not None:
-            names.append({"b_id": row.id, "b_name": entry.name})
+    existing: list[int] = []
+    names: list[tuple[int, str]] = []
+    for subscriber_id, email, name, added in found:
+        entry = wanted[email]
+        ids[subscriber_id] = entry
+        if not added:
+            existing.append(subscriber_id)
+            if name is None and entry.name is not None:
+                names.append((subscriber_id, entry.name))
     if names:  # existing subscribers without a name get the file's
-        session.execute(
-            sa.update(subscriber)
-            .where(subscriber.c.id == sa.bindparam("b_id"), subscriber.c.name.is_(None))
-            .values(name=sa.bindparam("b_name")),
-            names,
-        )
-    subscription = Subscription.__table__
-    statuses = dict(
-        _select_in(
-            session,
-            sa.select(subscription.c.subscriber_id, subscription.c.status).where(
-                subscription.c.list_id == list_id
-            ),
-            subscription.c.subscriber_id,
-            ids,
-        )
-    )
+        sql.fill_names(names)
+    statuses = sql.statuses(list_id, existing) if existing else {}
     merged: list[_Entry] = []
     new: list[tuple[int, _Entry]] = []
     for subscriber_id, entry in ids.items():
@@ -590,44 +773,57 @@ def _subscribe_consented(
     """Insert active subscriptions and their events; return the subscriber ids subscribed."""
     if not new:
         return set()
-    subscription = Subscription.__table__
-    created = session.execute(
-        _insert(session, subscription)
-        .on_conflict_do_nothing(index_elements=["subscriber_id", "list_id"])
-        .returning(subscription.c.id, subscription.c.subscriber_id),
-        [
-            {
-                "subscriber_id": subscriber_id,
-                "list_id": list_id,
-                "status": SubscriptionStatus.ACTIVE,
-                "created_at": now,
-                "status_changed_at": now,
-                "confirmed_at": now,
-                "unsubscribed_at": None,
-                "source": "import",
-                "consent_at": now,
-                "consent_ip": None,
-                "consent_form": label,
-                "confirm_nonce": None,
-            }
-            for subscriber_id, _ in new
-        ],
-    ).all()
-    if created:
-        session.execute(
-            sa.insert(SubscriptionEvent.__table__),
-            [
-                {
-                    "subscription_id": row.id,
-                    "status": SubscriptionStatus.ACTIVE,
-                    "at": now,
-                    "reason": "import",
-                    "ip": None,
-                }
-                for row in created
-            ],
-        )
-    return {row.subscriber_id for row in created}
+    return _statements(session).subscribe_active(
+        list_id, [subscriber_id for subscriber_id, _ in new], label, now
+    )
+
+
+_T = TypeVar("_T")
+
+
+def _read_ahead(items: Iterator[_T], depth: int = 2) -> Iterator[_T]:
+    """Yield what `items` yields, produced by a thread up to `depth` items ahead.
+
+    An exception in the thread is raised here, after the items before it. Closing this
+    generator (contextlib.closing) stops and joins the thread, so that the caller may
+    close what the thread reads from.
+    """
+    slots: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(("item", item)):
+                    return
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(("error", exc))
+        else:
+            put(("done", None))
+
+    thread = threading.Thread(target=produce, name="import-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = slots.get()
+            if kind == "item":
+                yield value
+            elif kind == "error":
+                raise value
+            else:
+                return
+    finally:
+        stop.set()
+        thread.join()
 
 
 class _Importer:
@@ -671,44 +867,55 @@ class _Importer:
             report.email_column = parsed.header[email_index]
             report.name_column = parsed.header[name_index] if name_index is not None else None
             report.blank += parsed.blank_before_header
-            lines = parsed.lines
-            entries: dict[str, _Entry] = {}
-            in_batch = 0
-            with self.database.session() as session:
-                for line, record in parsed.records():
-                    if isinstance(record, csv.Error):
-                        report.rows += 1
-                        report.add_bad(line, f"cannot read this row: {record}")
-                        continue
-                    if not (record and (record[0].strip() or "".join(record).strip())):
-                        report.blank += 1
-                        continue
-                    report.rows += 1
-                    checked = _check_row(record, email_index, name_index)
-                    if isinstance(checked, str):
-                        report.add_bad(line, checked)
-                        continue
-                    address, name = checked
-                    entry = entries.get(address.key)
-                    if entry is None:
-                        entries[address.key] = _Entry(address, name)
-                    else:  # a repeat inside the file: the first row wins, a name fills in
-                        entry.count += 1
-                        if entry.name is None:
-                            entry.name = name
-                    in_batch += 1
-                    if in_batch >= self.batch_size:
-                        self._store(session, entries)
-                        self._progress(lines.bytes_done, total)
-                        entries, in_batch = {}, 0
-                self._store(session, entries)
+            batches = self._batches(parsed, email_index, name_index)
+            # Parsing runs in a thread, a batch or two ahead, while the database stores the
+            # previous batch: the two overlap instead of taking turns.
+            with closing(_read_ahead(batches)) as ahead, self.database.session() as session:
+                for entries, done, last in ahead:
+                    self._store(session, entries)
+                    if not last:
+                        self._progress(done, total)
         if report.rows == 0:
             raise ImportFileError(
                 f"the file has no rows to import: only its header (line {parsed.header_line}) "
                 "and blank lines"
             )
-        self._progress(lines.bytes_done, total)
+        self._progress(parsed.lines.bytes_done, total)
         return report
+
+    def _batches(
+        self, parsed: _Csv, email_index: int, name_index: int | None
+    ) -> Iterator[tuple[dict[str, _Entry], int, bool]]:
+        """Check the rows, counting them; yield (entries, bytes read, last) per batch."""
+        report = self.report
+        entries: dict[str, _Entry] = {}
+        in_batch = 0
+        for line, record in parsed.records():
+            if isinstance(record, csv.Error):
+                report.rows += 1
+                report.add_bad(line, f"cannot read this row: {record}")
+                continue
+            if not (record and (record[0].strip() or "".join(record).strip())):
+                report.blank += 1
+                continue
+            report.rows += 1
+            checked = _check_row(record, email_index, name_index)
+            if isinstance(checked, str):
+                report.add_bad(line, checked)
+                continue
+            address, name = checked
+            entry = entries.get(address.key)
+            if entry is None:
+                entries[address.key] = _Entry(address, name)
+            else:  # a repeat inside the file: the first row wins, a name fills in
+                entry.count += 1
+                if entry.name is None:
+                    entry.name = name
+            in_batch += 1
+            if in_batch >= self.batch_size:
+                yield entries, parsed.lines.bytes_done, False
+                entries, in_batch = {}, 0
+        yield entries, parsed.lines.bytes_done, True
 
     def _progress(self, done: int, total: int) -> None:
         if self.on_batch is not None:
