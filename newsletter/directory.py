@@ -117,7 +117,23 @@ class Page:
         return self.rows[-1].id if self.rows else None
 
 
-def _conditions(session: so.Session, filters: Filters) -> list[sa.ColumnElement[bool]]:
+@dataclass(frozen=True)
+class _Where:
+    """A filter as SQL: the subscriber's own conditions and the subscription ones."""
+
+    own: list[sa.ColumnElement[bool]]
+    membership: list[sa.ColumnElement[bool]]
+    by_list: bool
+
+    @property
+    def conditions(self) -> list[sa.ColumnElement[bool]]:
+        if not self.membership:
+            return self.own
+        has = sa.exists().where(Subscription.subscriber_id == Subscriber.id, *self.membership)
+        return [*self.own, has]
+
+
+def _where(session: so.Session, filters: Filters) -> _Where:
     """The WHERE clauses of a filter, checked (raises DirectoryError or NotFound)."""
     status = filters.status or None
     if status is not None and status not in STATUS_FILTERS:
@@ -125,21 +141,17 @@ def _conditions(session: so.Session, filters: Filters) -> list[sa.ColumnElement[
     search = (filters.search or "").strip()
     if len(search) > MAX_SEARCH:
         raise DirectoryError(f"The search is too long (at most {MAX_SEARCH} characters).")
-    conditions: list[sa.ColumnElement[bool]] = [
+    own: list[sa.ColumnElement[bool]] = [
         Subscriber.erased_at.is_not(None) if status == ERASED else Subscriber.erased_at.is_(None)
     ]
+    if search:
+        own.append(_search(session, search))
     membership: list[sa.ColumnElement[bool]] = []
     if filters.list_slug:
         membership.append(Subscription.list_id == get_list(session, filters.list_slug).id)
     if status is not None and status != ERASED:
         membership.append(Subscription.status == SubscriptionStatus(status))
-    if membership:
-        conditions.append(
-            sa.exists().where(Subscription.subscriber_id == Subscriber.id, *membership)
-        )
-    if search:
-        conditions.append(_search(session, search))
-    return conditions
+    return _Where(own, membership, by_list=bool(filters.list_slug))
 
 
 def _search(session: so.Session, text: str) -> sa.ColumnElement[bool]:
@@ -193,14 +205,14 @@ def subscriber_page(
         raise DirectoryError(f"A page holds 1 to {MAX_PAGE_SIZE} subscribers.")
     if sum((after is not None, before is not None, last)) > 1:
         raise DirectoryError("Ask for one page: after, before or last.")
-    conditions = _conditions(session, filters)
+    where = _where(session, filters)
     query = sa.select(
         Subscriber.id,
         Subscriber.display_email,
         Subscriber.name,
         Subscriber.created_at,
         Subscriber.erased_at,
-    ).where(*conditions)
+    ).where(*where.conditions)
     backwards = last or before is not None
     if after is not None:
         query = query.where(Subscriber.email > _email_of(session, after))
@@ -222,7 +234,7 @@ def subscriber_page(
         rows=rows,
         has_prev=has_prev,
         has_next=has_next,
-        count=_count(session, conditions, filters),
+        count=_count(session, where, filters),
     )
 
 
@@ -252,13 +264,30 @@ def _with_memberships(session: so.Session, found: list[sa.Row]) -> list[Director
 
 def count(session: so.Session, filters: Filters = Filters()) -> Count:
     """Count the subscribers a filter matches, exactly up to COUNT_CAP (see the module doc)."""
-    return _count(session, _conditions(session, filters), filters)
+    return _count(session, _where(session, filters), filters)
 
 
-def _count(
-    session: so.Session, conditions: list[sa.ColumnElement[bool]], filters: Filters
-) -> Count:
-    capped = sa.select(Subscriber.id).where(*conditions).limit(COUNT_CAP + 1).subquery()
+def _count(session: so.Session, where: _Where, filters: Filters) -> Count:
+    if where.by_list and len(where.own) == 1:
+        # A list filter (and maybe a status) without a search: count the list's matching
+        # subscriptions (one per subscriber), with the erased check as a per-row lookup.
+        # Asked through the subscribers instead, PostgreSQL hashes the matches and scans
+        # the subscriber table until it has COUNT_CAP of them: ~85 ms against ~35 ms at a
+        # million. (A status alone needs one row per subscriber, and DISTINCT loses more
+        # than this wins: that one stays on the subscriber side.)
+        erased_at = (
+            sa.select(Subscriber.erased_at)
+            .where(Subscriber.id == Subscription.subscriber_id)
+            .scalar_subquery()
+        )
+        capped = (
+            sa.select(Subscription.subscriber_id)
+            .where(*where.membership, erased_at.is_(None))
+            .limit(COUNT_CAP + 1)
+            .subquery()
+        )
+    else:
+        capped = sa.select(Subscriber.id).where(*where.conditions).limit(COUNT_CAP + 1).subquery()
     value = session.scalar(sa.select(sa.func.count()).select_from(capped)) or 0
     if value <= COUNT_CAP:
         return Count(value)

@@ -182,6 +182,39 @@ def test_directory_leaves_erased_out_unless_asked(admin_client, people, db_sessi
 
 
 @pytest.mark.parametrize(
+    ("filters", "before", "after"),
+    [
+        (directory.Filters(list_slug="weekly", status="unsubscribed"), 1, 0),
+        (directory.Filters(list_slug="weekly"), 6, 5),
+        (directory.Filters(status="unsubscribed"), 2, 1),
+        (directory.Filters(search="example.net"), 1, 0),
+        (directory.Filters(status="erased"), 0, 1),
+        (directory.Filters(), 8, 7),
+    ],
+)
+def test_counts_leave_erased_out(app, people, db_session, filters, before, after):
+    from newsletter import subscribers as core
+
+    assert directory.count(db_session, filters) == directory.Count(before)
+    core.erase(db_session, "bob@example.net")
+    db_session.commit()
+    assert directory.count(db_session, filters) == directory.Count(after)
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        directory.Filters(list_slug="weekly"),
+        directory.Filters(status="active"),
+        directory.Filters(),
+    ],
+)
+def test_counts_are_capped(app, people, db_session, monkeypatch, filters):
+    monkeypatch.setattr(directory, "COUNT_CAP", 2)
+    assert directory.count(db_session, filters) == directory.Count(2, capped=True)
+
+
+@pytest.mark.parametrize(
     ("params", "status", "message"),
     [
         ({"after": "abc"}, 400, "This page link is damaged"),
