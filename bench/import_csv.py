@@ -203,7 +203,8 @@ def run_import(database: Database, path: Path, label: str, profile: bool) -> Non
     )
     for fraction, rows, rss, at in seen:
         print(
-            f"  RSS at {fraction:>4.0%} of the file ({rows:>9,} rows, {at:6.1f} s): {rss / 1024:6.1f} MB"
+            f"  RSS at {fraction:>4.0%} of the file ({rows:>9,} rows, {at:6.1f} s): "
+            f"{rss / 1024:6.1f} MB"
         )
     print(f"  peak RSS during the import: {memory.peak_kb / 1024:.1f} MB")
     if profiler:
@@ -235,7 +236,8 @@ def main() -> None:
     fresh_database(args.url)
     database = Database(args.url)
     print(
-        f"database {sa.engine.make_url(args.url).database} re-created; RSS {_status_kb('VmRSS') / 1024:.1f} MB before the import"
+        f"database {sa.engine.make_url(args.url).database} re-created; "
+        f"RSS {_status_kb('VmRSS') / 1024:.1f} MB before the import"
     )
     try:
         run_import(database, path, "first import", args.profile)
