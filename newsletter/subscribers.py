@@ -364,9 +364,11 @@ def _rekey_subscriptions(session: so.Session, subscriber_id: int, now: datetime)
             session.execute(
                 sa.update(Delivery).where(Delivery.id.in_(ledger)).values(subscription_id=new_id)
             )
-    # The ORM may hold the old rows: forget them.
+    # The ORM may hold the old rows: forget them. By identity key, not by attribute: an
+    # expired object (after a commit) would reload its deleted row and raise.
+    old_ids = {old.id for old in old_rows}
     for obj in [o for o in session.identity_map.values() if isinstance(o, Subscription)]:
-        if obj.subscriber_id == subscriber_id:
+        if sa.inspect(obj).identity[0] in old_ids:
             session.expunge(obj)
     subscriber = session.get(Subscriber, subscriber_id)
     if subscriber is not None:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from newsletter import imports
 from newsletter import subscribers as core
 from newsletter import subscriptions
 from newsletter import tokens
@@ -20,6 +21,7 @@ from newsletter.models import Delivery
 from newsletter.models import DeliveryStatus
 from newsletter.models import FeedbackEvent
 from newsletter.models import FeedbackKind
+from newsletter.models import MailingList
 from newsletter.models import RateLimitCounter
 from newsletter.models import Subscriber
 from newsletter.models import Subscription
@@ -502,3 +504,185 @@ def test_cli_erase_with_yes_does_not_ask(runner, db_session, victim):
     by_placeholder = runner("subscribers", "remove", placeholder, "--erase", "--yes")
     assert by_placeholder.exit_code == 0, by_placeholder.output
     assert by_placeholder.output.strip() == f"{placeholder} was already erased: nothing changed."
+
+
+# --- More: mixed statuses, imports afterwards, find_subscriber, CLI wording ---------------
+
+
+def _import(app, tmp_path, text: str, slug: str = "weekly") -> Any:
+    """Run a consented import of `text` into a list, as `subscribers import --consented` does."""
+    path = tmp_path / "people.csv"
+    path.write_text(text, encoding="utf-8")
+    return imports.import_csv(
+        app.extensions["newsletter.db"],
+        path,
+        slug,
+        mode=imports.ImportMode.CONSENTED,
+        mailer=app.extensions["newsletter.mailer"],
+        config=app.config,
+    )
+
+
+def _statuses(db_session, subscriber_id: int) -> dict[str, SubscriptionStatus]:
+    db_session.expire_all()
+    found = dict(
+        db_session.execute(
+            sa.select(MailingList.slug, Subscription.status)
+            .join(MailingList, MailingList.id == Subscription.list_id)
+            .where(Subscription.subscriber_id == subscriber_id)
+        ).all()
+    )
+    db_session.rollback()  # SQLite: an open read transaction would block the next writer
+    return found
+
+
+def test_remove_turns_live_ones_and_keeps_bounced_in_one_go(
+    db_session, lists, make_list, make_subscriber
+):
+    daily = make_list(slug="daily", name="Daily", from_address="d@example.com")
+    weekly = make_subscriber(lists["weekly"], email="mix@example.com")
+    make_subscriber(lists["monthly"], email="mix@example.com", status=SubscriptionStatus.PENDING)
+    make_subscriber(daily, email="mix@example.com", status=SubscriptionStatus.BOUNCED)
+    removal = core.remove(db_session, "MIX@example.COM")
+    db_session.commit()
+    assert removal.lists == ["monthly", "weekly"]
+    assert _statuses(db_session, weekly.subscriber_id) == {
+        "daily": SubscriptionStatus.BOUNCED,
+        "monthly": SubscriptionStatus.UNSUBSCRIBED,
+        "weekly": SubscriptionStatus.UNSUBSCRIBED,
+    }
+    reasons = db_session.scalars(sa.select(SubscriptionEvent.reason)).all()
+    assert reasons == ["admin", "admin"]
+
+
+def test_import_refuses_a_removed_reader(app, db_session, lists, make_subscriber, tmp_path):
+    ann = make_subscriber(lists["weekly"], email="ann@example.com")
+    core.remove(db_session, "ann@example.com")
+    db_session.commit()
+    report = _import(app, tmp_path, "email,name\nAnn@Example.com,Ann Again\nnew@example.com,N\n")
+    assert (report.imported, report.refused) == (1, 1)
+    assert _statuses(db_session, ann.subscriber_id) == {"weekly": SubscriptionStatus.UNSUBSCRIBED}
+    # The same file again changes nothing for her either.
+    again = _import(app, tmp_path, "email\nann@example.com\n")
+    assert (again.imported, again.refused) == (0, 1)
+    assert _statuses(db_session, ann.subscriber_id) == {"weekly": SubscriptionStatus.UNSUBSCRIBED}
+
+
+def test_import_may_add_an_erased_address_again(app, db_session, victim, tmp_path):
+    """Erasure keeps nothing of the address, so (unlike remove) nothing stops an import."""
+    core.erase(db_session, VICTIM)
+    db_session.commit()
+    report = _import(app, tmp_path, f"email\n{VICTIM}\n")
+    assert (report.imported, report.refused) == (1, 0)
+    db_session.expire_all()
+    fresh = db_session.scalar(sa.select(Subscriber).where(Subscriber.email == VICTIM_KEY))
+    assert fresh is not None
+    assert fresh.id != victim["subscriber_id"]
+    assert fresh.name is None  # nothing of the erased record came back
+
+
+def test_erase_keeps_bounced_and_counts_per_list(db_session, lists, make_list, make_subscriber):
+    daily = make_list(slug="daily", name="Daily", from_address="d@example.com")
+    first = make_subscriber(lists["weekly"], email="bob@example.com")
+    make_subscriber(lists["monthly"], email="bob@example.com", status=SubscriptionStatus.BOUNCED)
+    make_subscriber(daily, email="bob@example.com", status=SubscriptionStatus.PENDING)
+    make_subscriber(lists["weekly"], email="other@example.com")
+    bob, first_id = first.subscriber_id, first.id
+    before = _per_list(db_session)
+    db_session.rollback()
+    erasure = core.erase(db_session, "bob@example.com")
+    db_session.commit()
+    assert erasure.subscriptions == 3
+    assert _per_list(db_session) == before
+    assert _statuses(db_session, bob) == {
+        "daily": SubscriptionStatus.UNSUBSCRIBED,
+        "monthly": SubscriptionStatus.BOUNCED,
+        "weekly": SubscriptionStatus.UNSUBSCRIBED,
+    }
+    assert db_session.get(Subscription, first_id) is None  # stored again under a new id
+    consent = db_session.execute(
+        sa.select(Subscription.consent_ip, Subscription.consent_form).where(
+            Subscription.subscriber_id == bob
+        )
+    ).all()
+    assert consent == [(None, None)] * 3
+
+
+def test_find_subscriber(db_session, lists, make_subscriber):
+    made = make_subscriber(lists["weekly"], email="Fin.Der@Example.com")
+    found = core.find_subscriber(db_session, "  fin.der@EXAMPLE.com")
+    assert found.id == made.subscriber_id
+    assert found.display_email == "Fin.Der@Example.com"
+    assert core.find_subscriber(db_session, found) is found
+    with pytest.raises(NotFound, match="nobody@example.com is not a subscriber"):
+        core.find_subscriber(db_session, "Nobody@example.com")
+
+
+def test_export_chunks_join_to_the_whole(db_session, exportable):
+    whole = "".join(core.export_csv(db_session))
+    chunks = list(core.export_csv(db_session, chunk_rows=2))
+    assert len(chunks) == 5  # 9 rows: four chunks of two, then the last row
+    assert "".join(chunks) == whole
+    assert chunks[0].startswith("email,name,list,")
+    # Each chunk ends on a whole row, so a stream never splits one.
+    assert all(chunk.endswith("\n") for chunk in chunks)
+
+
+def test_cli_remove_names_every_list(runner, db_session, lists, make_subscriber):
+    make_subscriber(lists["weekly"], email="two@example.com")
+    make_subscriber(lists["monthly"], email="two@example.com", status=SubscriptionStatus.BOUNCED)
+    make_subscriber(lists["monthly"], email="three@example.com")
+    make_subscriber(lists["weekly"], email="three@example.com", status=SubscriptionStatus.PENDING)
+    db_session.rollback()
+    result = runner("subscribers", "remove", "three@example.com")
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == (
+        "Unsubscribed three@example.com from monthly, weekly. The record is kept, so imports "
+        "will not add them again."
+    )
+    bounced_only = runner("subscribers", "remove", "two@example.com")
+    assert "Unsubscribed two@example.com from weekly." in bounced_only.output
+
+
+def test_cli_remove_bounced_only_says_nothing_changed(runner, db_session, lists, make_subscriber):
+    bo = make_subscriber(lists["weekly"], email="bo@example.com", status=SubscriptionStatus.BOUNCED)
+    db_session.rollback()
+    result = runner("subscribers", "remove", "bo@example.com")
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == (
+        "bo@example.com was not subscribed to any list: nothing changed."
+    )
+    assert _statuses(db_session, bo.subscriber_id) == {"weekly": SubscriptionStatus.BOUNCED}
+
+
+def test_cli_erase_answer_no_changes_no_row(runner, db_session, victim):
+    snapshot = sorted(_every_text_value(db_session))
+    db_session.rollback()
+    result = runner("subscribers", "remove", VICTIM, "--erase", input="n\n")
+    assert result.exit_code == 1
+    assert result.output.rstrip().endswith("Aborted!")
+    db_session.expire_all()
+    assert sorted(_every_text_value(db_session)) == snapshot
+    assert _statuses(db_session, victim["subscriber_id"]) == {
+        "monthly": SubscriptionStatus.PENDING,
+        "weekly": SubscriptionStatus.ACTIVE,
+    }
+
+
+def test_cli_export_parses_with_every_row(runner, db_session, exportable):
+    db_session.rollback()
+    result = runner("subscribers", "export")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "".join(core.export_csv(db_session))
+    db_session.rollback()  # SQLite: free the lock for the next command
+    rows = _rows([result.stdout])
+    assert len(rows) == 9
+    by_email = {(r["email"], r["list"]): r for r in rows}
+    assert by_email[("bea@example.com", "weekly")]["name"] == '\'=HYPERLINK("x")'
+    assert by_email[("hedi@exämple.de", "weekly")]["name"] == "Hédi Ünal, 李"
+    assert by_email[("gus@example.com", "weekly")]["status"] == "unsubscribed"
+    monthly = runner("subscribers", "export", "--list", "monthly")
+    assert monthly.exit_code == 0, monthly.output
+    assert [(r["email"], r["status"]) for r in _rows([monthly.stdout])] == [
+        ("amy@example.com", "pending")
+    ]
