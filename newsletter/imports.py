@@ -67,6 +67,7 @@ from newsletter.models import Subscription
 from newsletter.models import SubscriptionEvent
 from newsletter.models import SubscriptionStatus
 from newsletter.models import Suppression
+from newsletter.subscribers import FORMULA_STARTS
 
 __all__ = [
     "BadRow",
@@ -105,9 +106,6 @@ JOB_UPDATE_INTERVAL = 0.5
 # no column is named, in order of preference.
 EMAIL_HEADERS = ("email", "emailaddress", "mail", "mailaddress", "emails")
 NAME_HEADERS = ("name", "fullname", "displayname", "subscribername", "firstname", "givenname")
-# What spreadsheets treat as a formula; the export prefixes such cells with an apostrophe,
-# and an import takes it off again so that an exported file imports back as it was.
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 ProgressCallback = Callable[[int, int, int], None]
 

@@ -26,6 +26,15 @@ def _form_values() -> dict[str, str]:
     return values
 
 
+def _core_fields(values: dict[str, str]) -> dict[str, str | None]:
+    """The form's fields as the core takes them (empty optional fields become None)."""
+    return {
+        "name": values["name"],
+        "from_address": values["from_address"],
+        **{name: values[name] or None for name in ("reply_to", "postal_address", "description")},
+    }
+
+
 @bp.get("/lists")
 def lists():
     """Show every list with its addresses and signup link."""
@@ -43,11 +52,7 @@ def list_new():
             created = lists_core.create_list(
                 db_session(),
                 values["slug"],
-                name=values["name"],
-                from_address=values["from_address"],
-                reply_to=values["reply_to"] or None,
-                postal_address=values["postal_address"] or None,
-                description=values["description"] or None,
+                **_core_fields(values),
             )
         except lists_core.ListError as exc:
             error = str(exc)
@@ -72,11 +77,7 @@ def list_edit(slug: str):
             lists_core.update_list(
                 session,
                 mailing_list,
-                name=values["name"],
-                from_address=values["from_address"],
-                reply_to=values["reply_to"] or None,
-                postal_address=values["postal_address"] or None,
-                description=values["description"] or None,
+                **_core_fields(values),
             )
         except lists_core.ListError as exc:
             error = str(exc)
