@@ -27,6 +27,9 @@ from collections.abc import Iterable
 from collections.abc import Iterator
 from collections.abc import Mapping
 from collections.abc import Sequence
+from concurrent.futures import Future
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from contextlib import closing
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -99,6 +102,12 @@ WORKBOOK_MAGIC = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1")
 DOUBLE_OPT_IN_BATCH = 200
 # Values per IN (...) list: under SQLite's and PostgreSQL's bind-parameter limits.
 _IN_CHUNK = 10_000
+# Consented imports into PostgreSQL store this many batches at once, each on its own
+# connection: the server's work per row (indexes, trigram search entries, foreign-key
+# checks) then runs on more than one core. Addresses are split between the lanes by key,
+# so the lanes never touch the same subscriber: no lock waits, no deadlocks, and repeats
+# of an address are still stored in file order.
+POSTGRES_LANES = 2
 # The console's progress figures are written at most this often (seconds).
 JOB_UPDATE_INTERVAL = 0.5
 
@@ -509,6 +518,25 @@ class _Batch:
     refused: list[_Entry]
     merged: list[_Entry]
     new: list[tuple[int, _Entry]]  # (subscriber id, entry)
+    subscribed: list[_Entry] = field(default_factory=list)  # added and subscribed at once
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """What storing one batch did, counted in rows of the file."""
+
+    refused: int = 0
+    merged: int = 0
+    imported: int = 0
+    confirmations: int = 0
+
+
+@dataclass(frozen=True)
+class _Subscribe:
+    """Subscribe the subscribers a batch adds as it adds them (consented imports)."""
+
+    list_id: int
+    label: str
 
 
 class _CoreStatements:
@@ -522,12 +550,17 @@ class _CoreStatements:
         return {row.email for row in rows}
 
     def add_subscribers(
-        self, rows: Sequence[tuple[str, str, str | None]], now: Any
+        self,
+        rows: Sequence[tuple[str, str, str | None]],
+        now: Any,
+        subscribe: _Subscribe | None = None,
     ) -> list[tuple[int, str, str | None, bool]]:
         """Insert the missing subscribers; return (id, email, name, new) for the ones found.
 
-        `new` is True only for rows this statement inserted (they have no subscriptions);
-        a subscriber it does not return was added by a concurrent transaction.
+        `new` is True only for rows this statement inserted (they have no subscriptions)
+        and, with `subscribe`, subscribed in the same step; a subscriber it does not return
+        was added by a concurrent transaction. This portable version never says `new`:
+        every subscriber goes through the status lookup.
         """
         subscriber = Subscriber.__table__
         self.session.execute(
@@ -642,6 +675,23 @@ _PG_ADD_SUBSCRIBERS = sa.text(
     "SELECT id, email, name, true FROM added "
     "UNION ALL SELECT s.id, s.email, s.name, false FROM t JOIN subscriber AS s ON s.email = t.e"
 )
+# The same, and the rows it inserts are subscribed, with their events, in the same
+# statement. Their subscriptions need no ON CONFLICT: nobody else can see a subscriber
+# this transaction has not committed, let alone subscribe it.
+_PG_ADD_AND_SUBSCRIBE = sa.text(
+    f"WITH t AS (SELECT * FROM unnest({_TEXTS.format('emails')}, {_TEXTS.format('displays')}, "
+    f"{_TEXTS.format('names')}) AS t(e, d, n)), "
+    "added AS (INSERT INTO subscriber (email, display_email, name, created_at) "
+    "SELECT e, d, n, :now FROM t ON CONFLICT (email) DO NOTHING RETURNING id, email, name), "
+    "created AS (INSERT INTO subscription (subscriber_id, list_id, status, created_at,"
+    " status_changed_at, confirmed_at, source, consent_at, consent_form)"
+    " SELECT id, :list_id, :active, :now, :now, :now, 'import', :now, :label FROM added"
+    " RETURNING id), "
+    "events AS (INSERT INTO subscription_event (subscription_id, status, at, reason)"
+    " SELECT id, :active, :now, 'import' FROM created) "
+    "SELECT id, email, name, true FROM added "
+    "UNION ALL SELECT s.id, s.email, s.name, false FROM t JOIN subscriber AS s ON s.email = t.e"
+)
 _PG_SUBSCRIBERS = sa.text(
     f"SELECT s.id, s.email, s.name FROM unnest({_TEXTS.format('keys')}) AS t(k) "
     "JOIN subscriber AS s ON s.email = t.k"
@@ -677,7 +727,10 @@ class _PostgresStatements(_CoreStatements):
         return set(self.session.scalars(_PG_SUPPRESSED, {"keys": _texts(keys)}))
 
     def add_subscribers(
-        self, rows: Sequence[tuple[str, str, str | None]], now: Any
+        self,
+        rows: Sequence[tuple[str, str, str | None]],
+        now: Any,
+        subscribe: _Subscribe | None = None,
     ) -> list[tuple[int, str, str | None, bool]]:
         params = {
             "emails": _texts(row[0] for row in rows),
@@ -685,7 +738,15 @@ class _PostgresStatements(_CoreStatements):
             "names": _texts(row[2] for row in rows),
             "now": now,
         }
-        return [tuple(row) for row in self.session.execute(_PG_ADD_SUBSCRIBERS, params)]
+        statement = _PG_ADD_SUBSCRIBERS
+        if subscribe is not None:
+            statement = _PG_ADD_AND_SUBSCRIBE
+            params.update(
+                list_id=subscribe.list_id,
+                label=subscribe.label,
+                active=SubscriptionStatus.ACTIVE.value,
+            )
+        return [tuple(row) for row in self.session.execute(statement, params)]
 
     def subscribers(self, keys: Sequence[str]) -> list[tuple[int, str, str | None]]:
         result = self.session.execute(_PG_SUBSCRIBERS, {"keys": _texts(keys)})
@@ -716,8 +777,18 @@ def _statements(session: so.Session) -> _CoreStatements:
     return _CoreStatements(session)
 
 
-def _prepare(session: so.Session, list_id: int, entries: Mapping[str, _Entry], now: Any) -> _Batch:
-    """Create the missing subscribers and sort the batch's addresses (set-based)."""
+def _prepare(
+    session: so.Session,
+    list_id: int,
+    entries: Mapping[str, _Entry],
+    now: Any,
+    subscribe: _Subscribe | None = None,
+) -> _Batch:
+    """Create the missing subscribers and sort the batch's addresses (set-based).
+
+    With `subscribe`, the subscribers it adds may come back already subscribed
+    (`_Batch.subscribed`, on PostgreSQL); the rest are sorted as without it.
+    """
     sql = _statements(session)
     candidates = set(entries)
     candidates.update(entry.address.ascii.lower() for entry in entries.values())
@@ -733,7 +804,9 @@ def _prepare(session: so.Session, list_id: int, entries: Mapping[str, _Entry], n
         return _Batch(refused, [], [])
 
     found = sql.add_subscribers(
-        [(key, entry.address.display, entry.name) for key, entry in wanted.items()], now
+        [(key, entry.address.display, entry.name) for key, entry in wanted.items()],
+        now,
+        subscribe,
     )
     if len(found) < len(wanted):  # added meanwhile by another transaction: look again
         seen = {email for _, email, _, _ in found}
@@ -742,8 +815,12 @@ def _prepare(session: so.Session, list_id: int, entries: Mapping[str, _Entry], n
     ids: dict[int, _Entry] = {}
     existing: list[int] = []
     names: list[tuple[int, str]] = []
+    subscribed: list[_Entry] = []
     for subscriber_id, email, name, added in found:
         entry = wanted[email]
+        if added and subscribe is not None:
+            subscribed.append(entry)
+            continue
         ids[subscriber_id] = entry
         if not added:
             existing.append(subscriber_id)
@@ -762,7 +839,7 @@ def _prepare(session: so.Session, list_id: int, entries: Mapping[str, _Entry], n
             merged.append(entry)
         else:  # unsubscribed, bounced or complained on this list: never brought back
             refused.append(entry)
-    return _Batch(refused, merged, new)
+    return _Batch(refused, merged, new, subscribed)
 
 
 def _subscribe_consented(
@@ -865,14 +942,19 @@ class _Importer:
             report.email_column = parsed.header[email_index]
             report.name_column = parsed.header[name_index] if name_index is not None else None
             report.blank += parsed.blank_before_header
-            batches = self._batches(parsed, email_index, name_index)
+            lanes = self._lanes()
+            batches = self._batches(parsed, email_index, name_index, lanes)
             # Parsing runs in a thread, a batch or two ahead, while the database stores the
             # previous batch: the two overlap instead of taking turns.
-            with closing(_read_ahead(batches)) as ahead, self.database.session() as session:
-                for entries, done, last in ahead:
-                    self._store(session, entries)
-                    if not last:
-                        self._progress(done, total)
+            with closing(_read_ahead(batches, depth=2 * lanes)) as ahead:
+                if lanes == 1:
+                    with self.database.session() as session:
+                        for _, entries, done, last in ahead:
+                            self._count(self._store(session, entries))
+                            if not last:
+                                self._progress(done, total)
+                else:
+                    self._store_in_lanes(ahead, lanes, total)
         if report.rows == 0:
             raise ImportFileError(
                 f"the file has no rows to import: only its header (line {parsed.header_line}) "
@@ -881,13 +963,59 @@ class _Importer:
         self._progress(parsed.lines.bytes_done, total)
         return report
 
+    def _lanes(self) -> int:
+        """How many batches to store at once (one unless consented into PostgreSQL)."""
+        if self.mode is ImportMode.CONSENTED and not self.database.is_sqlite:
+            return POSTGRES_LANES
+        return 1  # SQLite has one writer; confirmation emails go out in order
+
+    def _store_in_lanes(
+        self,
+        ahead: Iterator[tuple[int, dict[str, _Entry], int, bool]],
+        lanes: int,
+        total: int,
+    ) -> None:
+        """Store each lane's batches in order on the lane's own connection, lanes at once."""
+        running: dict[int, tuple[Future[_Stored], int]] = {}
+        done_bytes = 0
+
+        def finish(lane: int) -> None:
+            nonlocal done_bytes
+            future, done = running.pop(lane)
+            self._count(future.result())
+            done_bytes = max(done_bytes, done)
+            self._progress(done_bytes, total)
+
+        with ExitStack() as stack:
+            sessions = [stack.enter_context(self.database.session()) for _ in range(lanes)]
+            pool = stack.enter_context(
+                ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="import-store")
+            )
+            try:
+                for lane, entries, done, _ in ahead:
+                    if lane in running:  # a lane stores its batches one after another
+                        finish(lane)
+                    running[lane] = (pool.submit(self._store, sessions[lane], entries), done)
+                for lane in list(running):
+                    finish(lane)
+            except BaseException:
+                # Count what the other lanes stored before giving up; their errors, if
+                # any, come second to the one being raised.
+                for future, _ in running.values():
+                    if future.exception() is None:
+                        self._count(future.result())
+                raise
+
     def _batches(
-        self, parsed: _Csv, email_index: int, name_index: int | None
-    ) -> Iterator[tuple[dict[str, _Entry], int, bool]]:
-        """Check the rows, counting them; yield (entries, bytes read, last) per batch."""
+        self, parsed: _Csv, email_index: int, name_index: int | None, lanes: int = 1
+    ) -> Iterator[tuple[int, dict[str, _Entry], int, bool]]:
+        """Check the rows, counting them; yield (lane, entries, bytes read, last) per batch.
+
+        An address always goes to the same lane (by its key), so each lane sees an
+        address's repeats in file order.
+        """
         report = self.report
-        entries: dict[str, _Entry] = {}
-        in_batch = 0
+        lane_entries: list[dict[str, _Entry]] = [{} for _ in range(lanes)]
         for line, record in parsed.records():
             if isinstance(record, csv.Error):
                 report.rows += 1
@@ -902,24 +1030,33 @@ class _Importer:
                 report.add_bad(line, checked)
                 continue
             address, name = checked
+            lane = hash(address.key) % lanes if lanes > 1 else 0
+            entries = lane_entries[lane]
             entry = entries.get(address.key)
             if entry is None:
                 entries[address.key] = _Entry(address, name)
+                if len(entries) >= self.batch_size:
+                    yield lane, entries, parsed.lines.bytes_done, False
+                    lane_entries[lane] = {}
             else:  # a repeat inside the file: the first row wins, a name fills in
                 entry.count += 1
                 if entry.name is None:
                     entry.name = name
-            in_batch += 1
-            if in_batch >= self.batch_size:
-                yield entries, parsed.lines.bytes_done, False
-                entries, in_batch = {}, 0
-        yield entries, parsed.lines.bytes_done, True
+        for lane, entries in enumerate(lane_entries):
+            yield lane, entries, parsed.lines.bytes_done, True
 
     def _progress(self, done: int, total: int) -> None:
         if self.on_batch is not None:
             self.on_batch(self.report, done, max(total, done))
 
-    def _store(self, session: so.Session, entries: dict[str, _Entry]) -> None:
+    def _count(self, stored: _Stored) -> None:
+        report = self.report
+        report.refused += stored.refused
+        report.merged += stored.merged
+        report.imported += stored.imported
+        report.confirmations += stored.confirmations
+
+    def _store(self, session: so.Session, entries: dict[str, _Entry]) -> _Stored:
         """Store one batch in its own transaction, then send its confirmation emails.
 
         One transaction per batch, not per file: a file of a million rows in one
@@ -929,16 +1066,17 @@ class _Importer:
         running the same import again after a crash completes it without duplicates.
         """
         if not entries:
-            return
-        report = self.report
+            return _Stored()
         now = clock.now()
         try:
-            batch = _prepare(session, self.list_id, entries, now)
+            consented = self.mode is ImportMode.CONSENTED
+            subscribe = _Subscribe(self.list_id, self.label) if consented else None
+            batch = _prepare(session, self.list_id, entries, now, subscribe)
             imported = confirmations = 0
             raced: list[_Entry] = []
-            if self.mode is ImportMode.CONSENTED:
+            if consented:
                 done = _subscribe_consented(session, self.list_id, batch.new, self.label, now)
-                imported = len(done)
+                imported = len(done) + len(batch.subscribed)
                 raced = [entry for sid, entry in batch.new if sid not in done]
             else:
                 imported, confirmations, raced = self._request_confirmations(session, batch)
@@ -951,11 +1089,14 @@ class _Importer:
             session.expunge_all()
         # Mail leaves only once the commit recorded it.
         mail.send_deferred(session, self.mailer)
-        report.refused += sum(entry.count for entry in batch.refused)
-        report.merged += sum(entry.count for entry in batch.merged + raced)
-        report.merged += sum(entry.count - 1 for _, entry in batch.new)
-        report.imported += imported
-        report.confirmations += confirmations
+        return _Stored(
+            refused=sum(entry.count for entry in batch.refused),
+            merged=sum(entry.count for entry in batch.merged + raced)
+            + sum(entry.count - 1 for _, entry in batch.new)
+            + sum(entry.count - 1 for entry in batch.subscribed),
+            imported=imported,
+            confirmations=confirmations,
+        )
 
     def _request_confirmations(
         self, session: so.Session, batch: _Batch
