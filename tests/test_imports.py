@@ -400,6 +400,74 @@ def test_export_prefix_is_taken_off(app: Flask, tmp_path: Path, lists: Any) -> N
     session.close()
 
 
+# --- Batches stored at once (lanes) --------------------------------------------------------
+
+
+def test_lanes_keep_each_address_in_file_order(
+    app: Flask, tmp_path: Path, lists: Any, db_session: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Repeats of an address many batches apart: the first row wins, a later name fills in."""
+    monkeypatch.setattr(imports, "POSTGRES_LANES", 3)
+    rows = ["email,name"]
+    rows += [f"first{i}@example.org,First {i}" for i in range(30)]
+    rows += [f"noname{i}@example.org," for i in range(30)]
+    rows += [f"FIRST{i}@example.org,Later {i}" for i in range(30)]
+    rows += [f"NoName{i}@example.org,Filled {i}" for i in range(30)]
+    path = write(tmp_path, "\n".join(rows) + "\n")
+    report = run_import(app, path, batch_size=4)
+    assert (report.rows, report.imported, report.merged) == (120, 60, 60)
+    names = dict(db_session.execute(sa.select(Subscriber.email, Subscriber.name)).all())
+    db_session.commit()
+    assert names == {
+        **{f"first{i}@example.org": f"First {i}" for i in range(30)},
+        **{f"noname{i}@example.org": f"Filled {i}" for i in range(30)},
+    }
+    assert stored(db_session)[:3] == (60, 60, 60)
+
+
+def test_a_failing_lane_stops_the_import_and_loses_nothing(
+    app: Flask, tmp_path: Path, lists: Any, db_session: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One batch fails: the import raises, what was committed stays, a re-run completes it."""
+    real = imports._prepare
+    calls = {"n": 0}
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise RuntimeError("the database went away")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(imports, "_prepare", failing)
+    path = write(tmp_path, "email\n" + "\n".join(f"p{i}@example.org" for i in range(40)) + "\n")
+    with pytest.raises(RuntimeError, match="went away"):
+        run_import(app, path, batch_size=4)
+    subscribers, subscriptions_, events, _ = stored(db_session)
+    assert subscribers == subscriptions_ == events
+    assert 0 < subscribers < 40
+    monkeypatch.setattr(imports, "_prepare", real)
+    again = run_import(app, path, batch_size=4)
+    assert (again.imported, again.merged) == (40 - subscribers, subscribers)
+    assert stored(db_session)[:3] == (40, 40, 40)
+
+
+def test_lanes_only_for_consented_imports_into_postgresql(app: Flask, lists: Any) -> None:
+    importer = imports._Importer(
+        database(app),
+        "weekly",
+        mode=ImportMode.CONSENTED,
+        mailer=MemoryMailer(),
+        config=app.config,
+        source_label="x",
+        batch_size=10,
+        on_batch=None,
+    )
+    expected = 1 if database(app).is_sqlite else imports.POSTGRES_LANES
+    assert importer._lanes() == expected
+    importer.mode = ImportMode.DOUBLE_OPT_IN
+    assert importer._lanes() == 1
+
+
 # --- Double opt-in ---------------------------------------------------------------------
 
 
