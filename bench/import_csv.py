@@ -222,7 +222,14 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the CSV file")
     parser.add_argument("--profile", action="store_true", help="profile the imports (cProfile)")
     parser.add_argument("--no-rerun", action="store_true", help="skip the second import")
+    parser.add_argument(
+        "--lanes",
+        type=int,
+        default=imports.POSTGRES_LANES,
+        help=f"batches stored at once (default {imports.POSTGRES_LANES})",
+    )
     args = parser.parse_args()
+    imports.POSTGRES_LANES = args.lanes
 
     folder = Path(tempfile.mkdtemp(prefix="bench-import-"))
     path = folder / f"subscribers-{args.rows}.csv"
@@ -236,7 +243,7 @@ def main() -> None:
     fresh_database(args.url)
     database = Database(args.url)
     print(
-        f"database {sa.engine.make_url(args.url).database} re-created; "
+        f"database {sa.engine.make_url(args.url).database} re-created; lanes {args.lanes}; "
         f"RSS {_status_kb('VmRSS') / 1024:.1f} MB before the import"
     )
     try:
