@@ -672,15 +672,17 @@ _PG_SUPPRESSED = sa.text(
     f"SELECT s.email FROM unnest({_TEXTS.format('keys')}) AS t(k) "
     "CROSS JOIN LATERAL (SELECT s.email FROM suppression AS s WHERE s.email = t.k LIMIT 1) AS s"
 )
-# The rows inserted, then the ones that were there before (the SELECT sees the snapshot
-# from before the INSERT): one round trip, and new subscribers need no status lookup.
+# The rows inserted (their names are the file's: not sent back), then the ones that were
+# there before (the SELECT sees the snapshot from before the INSERT; only the rows not
+# inserted are looked up): one round trip, and new subscribers need no status lookup.
 _PG_ADD_SUBSCRIBERS = sa.text(
     f"WITH t AS (SELECT * FROM unnest({_TEXTS.format('emails')}, {_TEXTS.format('displays')}, "
     f"{_TEXTS.format('names')}) AS t(e, d, n)), "
     "added AS (INSERT INTO subscriber (email, display_email, name, created_at) "
     "SELECT e, d, n, :now FROM t ON CONFLICT (email) DO NOTHING RETURNING id, email, name) "
-    "SELECT id, email, name, true FROM added "
-    f"UNION ALL SELECT s.id, s.email, s.name, false FROM t {_PROBE_SUBSCRIBER.format('e')}"
+    "SELECT id, email, CAST(NULL AS text), true FROM added "
+    f"UNION ALL SELECT s.id, s.email, s.name, false FROM t {_PROBE_SUBSCRIBER.format('e')} "
+    "WHERE t.e NOT IN (SELECT email FROM added)"
 )
 # The same, and the rows it inserts are subscribed, with their events, in the same
 # statement. Their subscriptions need no ON CONFLICT: nobody else can see a subscriber
@@ -696,8 +698,9 @@ _PG_ADD_AND_SUBSCRIBE = sa.text(
     " RETURNING id), "
     "events AS (INSERT INTO subscription_event (subscription_id, status, at, reason)"
     " SELECT id, :active, :now, 'import' FROM created) "
-    "SELECT id, email, name, true FROM added "
-    f"UNION ALL SELECT s.id, s.email, s.name, false FROM t {_PROBE_SUBSCRIBER.format('e')}"
+    "SELECT id, email, CAST(NULL AS text), true FROM added "
+    f"UNION ALL SELECT s.id, s.email, s.name, false FROM t {_PROBE_SUBSCRIBER.format('e')} "
+    "WHERE t.e NOT IN (SELECT email FROM added)"
 )
 _PG_SUBSCRIBERS = sa.text(
     f"SELECT s.id, s.email, s.name FROM unnest({_TEXTS.format('keys')}) AS t(k) "
