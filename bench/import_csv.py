@@ -1,6 +1,7 @@
 """Subscriber import speed and memory: a 1,000,000-row CSV into PostgreSQL.
 
-    .venv/bin/python bench/import_csv.py [--rows 1000000] [--url URL] [--keep] [--profile]
+    .venv/bin/python bench/import_csv.py [--rows 1000000] [--url URL] [--lanes 2] [--no-rerun]
+                                         [--keep] [--profile]
 
 Writes a realistic CSV (about 5,000 domains, some non-ASCII names, a few % repeated
 addresses in other letter cases, about 1 % bad rows, quoted fields, a BOM, semicolons),
