@@ -675,32 +675,29 @@ _PG_SUPPRESSED = sa.text(
 # The rows inserted (their names are the file's: not sent back), then the ones that were
 # there before (the SELECT sees the snapshot from before the INSERT; only the rows not
 # inserted are looked up): one round trip, and new subscribers need no status lookup.
-_PG_ADD_SUBSCRIBERS = sa.text(
+_ADD_SUBSCRIBERS = (
     f"WITH t AS (SELECT * FROM unnest({_TEXTS.format('emails')}, {_TEXTS.format('displays')}, "
     f"{_TEXTS.format('names')}) AS t(e, d, n)), "
     "added AS (INSERT INTO subscriber (email, display_email, name, created_at) "
-    "SELECT e, d, n, :now FROM t ON CONFLICT (email) DO NOTHING RETURNING id, email, name) "
+    "SELECT e, d, n, :now FROM t ON CONFLICT (email) DO NOTHING RETURNING id, email)"
+)
+_ADDED_AND_FOUND = (
     "SELECT id, email, CAST(NULL AS text), true FROM added "
     f"UNION ALL SELECT s.id, s.email, s.name, false FROM t {_PROBE_SUBSCRIBER.format('e')} "
     "WHERE t.e NOT IN (SELECT email FROM added)"
 )
+_PG_ADD_SUBSCRIBERS = sa.text(f"{_ADD_SUBSCRIBERS} {_ADDED_AND_FOUND}")
 # The same, and the rows it inserts are subscribed, with their events, in the same
 # statement. Their subscriptions need no ON CONFLICT: nobody else can see a subscriber
 # this transaction has not committed, let alone subscribe it.
 _PG_ADD_AND_SUBSCRIBE = sa.text(
-    f"WITH t AS (SELECT * FROM unnest({_TEXTS.format('emails')}, {_TEXTS.format('displays')}, "
-    f"{_TEXTS.format('names')}) AS t(e, d, n)), "
-    "added AS (INSERT INTO subscriber (email, display_email, name, created_at) "
-    "SELECT e, d, n, :now FROM t ON CONFLICT (email) DO NOTHING RETURNING id, email, name), "
+    f"{_ADD_SUBSCRIBERS}, "
     "created AS (INSERT INTO subscription (subscriber_id, list_id, status, created_at,"
     " status_changed_at, confirmed_at, source, consent_at, consent_form)"
     " SELECT id, :list_id, :active, :now, :now, :now, 'import', :now, :label FROM added"
     " RETURNING id), "
     "events AS (INSERT INTO subscription_event (subscription_id, status, at, reason)"
-    " SELECT id, :active, :now, 'import' FROM created) "
-    "SELECT id, email, CAST(NULL AS text), true FROM added "
-    f"UNION ALL SELECT s.id, s.email, s.name, false FROM t {_PROBE_SUBSCRIBER.format('e')} "
-    "WHERE t.e NOT IN (SELECT email FROM added)"
+    f" SELECT id, :active, :now, 'import' FROM created) {_ADDED_AND_FOUND}"
 )
 _PG_SUBSCRIBERS = sa.text(
     f"SELECT s.id, s.email, s.name FROM unnest({_TEXTS.format('keys')}) AS t(k) "
