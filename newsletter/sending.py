@@ -1180,15 +1180,27 @@ class DeliveryWorker:
         for job in self._buffer:
             (drop if job.issue_id in issue_ids else keep).append(job)
         self._buffer = keep
-        if drop:
-            session.execute(
-                sa.update(Delivery)
-                .where(
-                    Delivery.id.in_([job.delivery_id for job in drop]),
-                    Delivery.status == DeliveryStatus.QUEUED,
-                )
-                .values(claimed_by=None, claimed_at=None)
+        self._give_back(session, drop)
+
+    def _give_back(self, session: so.Session, jobs: Iterable[Job]) -> None:
+        """Return buffered rows to the queue, unclaimed: none of them was handed to SES.
+
+        A buffered row is `queued`, or `sending` when its thread found the slot gone and
+        brought it back (late); both go back to `queued`, or the late one would stay
+        `sending` under a stopped worker and never go out.
+        """
+        ids = [job.delivery_id for job in jobs]
+        if not ids:
+            return
+        session.execute(
+            sa.update(Delivery)
+            .where(
+                Delivery.id.in_(ids),
+                Delivery.claimed_by == self.id,
+                Delivery.status.in_((DeliveryStatus.QUEUED, DeliveryStatus.SENDING)),
             )
+            .values(status=DeliveryStatus.QUEUED, claimed_by=None, claimed_at=None)
+        )
 
     def _pause_buffered_for_quota(self) -> None:
         with self.database.transaction() as session:
@@ -1297,6 +1309,9 @@ class DeliveryWorker:
         self._slots.clear()
         try:
             self._tick([])
+            if self._buffer:
+                with self.database.transaction() as session:
+                    self._give_back(session, self._buffer)
         finally:
             self._buffer.clear()
         self._report()

@@ -197,6 +197,61 @@ def test_claims_skip_rows_locked_by_another_worker(app, db_session, outbox):
     assert not claimed & set(locked)
 
 
+def _marked_sending(app, db_session, outbox, readers):
+    """A worker that has marked `readers` rows `sending`, and those jobs."""
+    issue_id = _populate(app, db_session, readers)
+    database = app.extensions["newsletter.db"]
+    worker = sending.DeliveryWorker(
+        database, outbox, app.config, PaceSettings(max_rate=None, quota=None)
+    )
+    worker._claim()
+    due = list(worker._buffer)
+    worker._buffer.clear()
+    for job in due:
+        job.slot = time.time()
+    ready = worker._tick(due)
+    assert _counts(db_session, issue_id) == {DeliveryStatus.SENDING: readers}
+    worker._in_flight = len(ready)
+    return issue_id, worker, ready
+
+
+def _ledger(db_session, issue_id):
+    rows = db_session.execute(
+        sa.select(Delivery.status, Delivery.claimed_by).where(Delivery.issue_id == issue_id)
+    ).all()
+    db_session.commit()
+    return Counter(rows)
+
+
+def test_sends_that_come_back_late_when_the_worker_stops_go_back_to_the_queue(
+    app, db_session, outbox
+):
+    issue_id, worker, ready = _marked_sending(app, db_session, outbox, 3)
+    # Their threads found the slots gone (a busy CPU): nothing reached SES.
+    worker._pending = [sending.Outcome(job, late=True) for job in ready]
+    worker._drain()
+    assert _ledger(db_session, issue_id) == {(DeliveryStatus.QUEUED, None): 3}
+    assert outbox.messages == []
+
+
+def test_sends_that_came_back_late_go_back_to_the_queue_when_their_issue_pauses(
+    app, db_session, outbox
+):
+    issue_id, worker, ready = _marked_sending(app, db_session, outbox, 3)
+    worker._pending = [sending.Outcome(job, late=True) for job in ready]
+    worker._tick([])  # back in line for new slots, still `sending` and ours
+    assert len(worker._buffer) == 3
+    db_session.execute(
+        sa.update(Issue).where(Issue.id == issue_id).values(status=IssueStatus.PAUSED)
+    )
+    db_session.commit()
+    due = list(worker._buffer)
+    worker._buffer.clear()
+    assert worker._tick(due) == []
+    assert not worker._buffer
+    assert _ledger(db_session, issue_id) == {(DeliveryStatus.QUEUED, None): 3}
+
+
 def test_ctrl_c_stops_cleanly_and_a_new_worker_goes_on(app, db_session, ses_fake):
     readers = 150
     issue_id = _populate(app, db_session, readers)
