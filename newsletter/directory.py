@@ -138,14 +138,12 @@ def _where(session: so.Session, filters: Filters) -> _Where:
     status = filters.status or None
     if status is not None and status not in STATUS_FILTERS:
         raise DirectoryError(f"Unknown status {status!r}: use one of {', '.join(STATUS_FILTERS)}.")
-    search = (filters.search or "").strip()
-    if len(search) > MAX_SEARCH:
-        raise DirectoryError(f"The search is too long (at most {MAX_SEARCH} characters).")
     own: list[sa.ColumnElement[bool]] = [
         Subscriber.erased_at.is_not(None) if status == ERASED else Subscriber.erased_at.is_(None)
     ]
-    if search:
-        own.append(_search(session, search))
+    found = search_condition(session, filters.search)
+    if found is not None:
+        own.append(found)
     membership: list[sa.ColumnElement[bool]] = []
     if filters.list_slug:
         membership.append(Subscription.list_id == get_list(session, filters.list_slug).id)
@@ -154,8 +152,17 @@ def _where(session: so.Session, filters: Filters) -> _Where:
     return _Where(own, membership, by_list=bool(filters.list_slug))
 
 
-def _search(session: so.Session, text: str) -> sa.ColumnElement[bool]:
-    """Address or name contains the text, ignoring case (non-ASCII letters too)."""
+def search_condition(session: so.Session, text: str | None) -> sa.ColumnElement[bool] | None:
+    """The directory's search as SQL on Subscriber: address or name contains the text.
+
+    None for a blank search; raises DirectoryError for one over MAX_SEARCH characters.
+    Case is ignored, non-ASCII letters too.
+    """
+    text = (text or "").strip()
+    if not text:
+        return None
+    if len(text) > MAX_SEARCH:
+        raise DirectoryError(f"The search is too long (at most {MAX_SEARCH} characters).")
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     if session.get_bind().dialect.name == "sqlite":
         # SQLite's lower() and LIKE fold ASCII only: "ØRSTED" would miss "Ørsted".

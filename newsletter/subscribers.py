@@ -17,6 +17,7 @@ from newsletter import clock
 from newsletter import subscriptions
 from newsletter.addresses import InvalidAddress
 from newsletter.addresses import normalize_address
+from newsletter.directory import search_condition
 from newsletter.errors import NotFound
 from newsletter.lists import get_list
 from newsletter.models import ConfirmationEmail
@@ -54,10 +55,15 @@ def iter_subscriptions(
     *,
     list_slug: str | None = None,
     status: SubscriptionStatus | None = None,
+    search: str | None = None,
     batch_size: int = 1000,
     include_erased: bool = True,
 ) -> Iterator[SubscriberRow]:
-    """Yield one row per subscription, by address, streaming in batches."""
+    """Yield one row per subscription, by address, streaming in batches.
+
+    `search` keeps the subscribers whose address or name contains it, as the console's
+    directory does.
+    """
     query = (
         sa.select(
             Subscriber.display_email,
@@ -77,6 +83,9 @@ def iter_subscriptions(
         query = query.where(Subscription.status == status)
     if not include_erased:
         query = query.where(Subscriber.erased_at.is_(None))
+    found = search_condition(session, search)
+    if found is not None:
+        query = query.where(found)
     result = session.execute(query.execution_options(yield_per=batch_size))
     for row in result:
         yield SubscriberRow(*row)
@@ -101,20 +110,23 @@ def export_csv(
     *,
     list_slug: str | None = None,
     status: SubscriptionStatus | str | None = None,
+    search: str | None = None,
     bom: bool = False,
     chunk_rows: int = 1000,
 ) -> Iterator[str]:
     """Yield a CSV of subscriptions in text chunks: for stdout or a streaming response.
 
     Columns: email,name,list,status,created_at,confirmed_at (times in ISO 8601, UTC).
-    Erased subscribers are left out. A cell starting with = + - @ tab or CR gets a leading
-    apostrophe, so a spreadsheet shows it instead of running it; `bom` starts the file
-    with a UTF-8 BOM, which Excel needs to read non-ASCII names right.
+    `search` narrows it to the subscribers whose address or name contains the text (the
+    console's search). Erased subscribers are left out. A cell starting with = + - @ tab
+    or CR gets a leading apostrophe, so a spreadsheet shows it instead of running it;
+    `bom` starts the file with a UTF-8 BOM, which Excel needs to read non-ASCII names right.
     """
     rows = iter_subscriptions(
         session,
         list_slug=list_slug,
         status=SubscriptionStatus(status) if status else None,
+        search=search,
         include_erased=False,
     )
     buffer = io.StringIO()

@@ -463,9 +463,23 @@ def test_export_link_on_the_page_carries_the_filters(admin_client, people):
     match = re.search(r'href="(/admin/subscribers/export\.csv[^"]*)"', html)
     assert match
     link = match.group(1).replace("&amp;", "&")
-    assert "list=monthly" in link and "status=pending" in link
+    assert "list=monthly" in link and "status=pending" in link and "q=eve" in link
     rows = _csv(admin_client.get(link))
     assert [r["email"] for r in rows] == ["eve@example.com"]
+
+
+def test_export_follows_the_search(admin_client, people):
+    # What the page shows is what the file holds: the search is a filter too.
+    page = _text(_get(admin_client, q="müller"))
+    assert _emails(page) == ["fritz@example.de"]
+    rows = _csv(admin_client.get("/admin/subscribers/export.csv?q=m%C3%BCller"))
+    assert [(r["email"], r["name"], r["status"]) for r in rows] == [
+        ("fritz@example.de", "Fritz Müller", "complained")
+    ]
+    rows = _csv(admin_client.get("/admin/subscribers/export.csv?q=anna&list=monthly"))
+    assert [(r["email"], r["list"], r["status"]) for r in rows] == [
+        ("anna@example.com", "monthly", "unsubscribed")
+    ]
 
 
 @pytest.mark.parametrize(
@@ -474,6 +488,7 @@ def test_export_link_on_the_page_carries_the_filters(admin_client, people):
         ("list=nope", 404, "There is no list 'nope'"),
         ("status=erased", 400, "erased records are never exported"),
         ("status=vip", 400, "Cannot export the status 'vip'"),
+        ("q=" + "x" * 201, 400, "The search is too long (at most 200 characters)."),
     ],
 )
 def test_export_bad_filters_answer_before_streaming(admin_client, people, query, status, message):

@@ -395,6 +395,41 @@ def test_export_filters(db_session, exportable, filters, expected):
     assert [(r["email"], r["status"]) for r in rows] == expected
 
 
+@pytest.mark.parametrize(
+    ("search", "expected"),
+    [
+        # Address or name, any case; a subscriber comes with each of their subscriptions.
+        ("AMY", [("amy@example.com", "weekly"), ("amy@example.com", "monthly")]),
+        ("hyperlink", [("bea@example.com", "weekly")]),
+        ("ünal", [("hedi@exämple.de", "weekly")]),
+        ("EXÄMPLE", [("hedi@exämple.de", "weekly")]),
+        ("%", []),  # a literal character, not a wildcard
+        ("gone", []),  # erased: the name is gone and the row too
+        ("  ", None),  # blank: everything
+    ],
+)
+def test_export_search(db_session, exportable, search, expected):
+    rows = _rows(core.export_csv(db_session, search=search))
+    if expected is None:
+        assert len(rows) == 9
+    else:
+        assert sorted((r["email"], r["list"]) for r in rows) == sorted(expected)
+
+
+def test_export_search_with_a_status(db_session, exportable):
+    rows = _rows(core.export_csv(db_session, search="amy", status="pending"))
+    assert [(r["email"], r["list"], r["status"]) for r in rows] == [
+        ("amy@example.com", "monthly", "pending")
+    ]
+
+
+def test_export_search_too_long_is_refused_before_any_row(db_session, exportable):
+    from newsletter.directory import DirectoryError
+
+    with pytest.raises(DirectoryError, match="too long"):
+        next(core.export_csv(db_session, search="x" * 201))
+
+
 def test_export_unknown_list_is_not_found(db_session, exportable):
     with pytest.raises(NotFound, match="There is no list 'nope'"):
         "".join(core.export_csv(db_session, list_slug="nope"))
@@ -426,11 +461,20 @@ def test_cli_export_to_stdout_with_filters(runner, exportable):
     assert not result.stdout.startswith("\ufeff")
 
 
+def test_cli_export_search(runner, exportable):
+    result = runner("subscribers", "export", "--search", "Amy", "--list", "monthly")
+    assert result.exit_code == 0, result.output
+    assert [(r["email"], r["list"]) for r in _rows([result.stdout])] == [
+        ("amy@example.com", "monthly")
+    ]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (("--list", "nope"), "There is no list 'nope'"),
         (("--status", "vip"), "Invalid value for '--status'"),
+        (("--search", "x" * 201), "The search is too long (at most 200 characters)."),
     ],
 )
 def test_cli_export_bad_filters(runner, exportable, args, message):

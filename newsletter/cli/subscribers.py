@@ -140,19 +140,29 @@ def _print_report(
 @subscribers.command("export")
 @click.option("--list", "list_slug", default=None, metavar="SLUG", help="Only this list.")
 @click.option("--status", default=None, type=STATUS_CHOICE, help="Only this status.")
+@click.option(
+    "--search",
+    default=None,
+    metavar="TEXT",
+    help="Only subscribers whose address or name contains TEXT (any case).",
+)
 @pass_state
-def export(state: CliState, list_slug: str | None, status: str | None) -> None:
+def export(state: CliState, list_slug: str | None, status: str | None, search: str | None) -> None:
     """Write subscribers as CSV to standard output.
 
     One row per subscription: email, name, list, status, created_at, confirmed_at (UTC,
-    ISO 8601). Save it with `newsletter subscribers export > subscribers.csv`. Cells that
+    ISO 8601). Save it with `newsletter subscribers export > subscribers.csv`. --list,
+    --status and --search narrow it as the console's filters do. Cells that
     a spreadsheet would take for a formula start with an apostrophe; importing the file
     again takes it off.
     """
     # click.echo, not click.get_text_stream (deprecated in Click 8.3): it writes to
     # whatever stdout is now, which is also what CliRunner captures.
     with state.transaction() as session:
-        for chunk in subscribers_core.export_csv(session, list_slug=list_slug, status=status):
+        chunks = subscribers_core.export_csv(
+            session, list_slug=list_slug, status=status, search=search
+        )
+        for chunk in chunks:
             click.echo(chunk, nl=False)
 
 

@@ -76,7 +76,6 @@ def subscribers() -> Any:
         page=page,
         filters=filters,
         filter_args=_filter_args(filters),
-        export_args={k: v for k, v in _filter_args(filters).items() if k != "q"},
         lists=lists_core.all_lists(session),
         statuses=directory.STATUS_FILTERS,
         notice=notice,
@@ -137,13 +136,17 @@ def subscriber_erase(subscriber_id: int) -> Any:
 
 @bp.get("/subscribers/export.csv", endpoint="subscribers_export")
 def subscribers_export() -> Any:
-    """Stream the subscriptions as CSV, with the list and status filters of the page."""
+    """Stream the subscriptions as CSV, with the page's filters and search."""
     session = db_session()
-    list_slug = request.args.get("list", "").strip()[:64] or None
-    status = request.args.get("status", "").strip() or None
+    filters = _filters()
+    list_slug, status, search = filters.list_slug, filters.status, filters.search
     # Checked before the first byte: once streaming, an error could only cut the file short.
     if list_slug is not None:
         lists_core.get_list(session, list_slug)
+    if search is not None and len(search) > directory.MAX_SEARCH:
+        abort(
+            400, description=f"The search is too long (at most {directory.MAX_SEARCH} characters)."
+        )
     if status is not None and status not in {s.value for s in SubscriptionStatus}:
         abort(
             400,
@@ -152,7 +155,7 @@ def subscribers_export() -> Any:
             + ", ".join(s.value for s in SubscriptionStatus)
             + ".",
         )
-    chunks = _export_stream(list_slug, status)
+    chunks = _export_stream(list_slug, status, search)
     filename = "subscribers-{}-{}-{}.csv".format(
         list_slug or "all", status or "all", clock.now().strftime("%Y%m%d")
     )
@@ -163,7 +166,7 @@ def subscribers_export() -> Any:
     )
 
 
-def _export_stream(list_slug: str | None, status: str | None) -> Iterator[str]:
+def _export_stream(list_slug: str | None, status: str | None, search: str | None) -> Iterator[str]:
     """The CSV chunks, read in a session of their own that ends with the stream.
 
     The request's session is closed by the app-context teardown as soon as the view
@@ -174,7 +177,7 @@ def _export_stream(list_slug: str | None, status: str | None) -> Iterator[str]:
     session = database().session()
     try:
         yield from subscribers_core.export_csv(
-            session, list_slug=list_slug, status=status, bom=True
+            session, list_slug=list_slug, status=status, search=search, bom=True
         )
     finally:
         session.close()
