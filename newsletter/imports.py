@@ -35,6 +35,8 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from dataclasses import dataclass
 from dataclasses import field
+from datetime import datetime
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -110,6 +112,13 @@ _IN_CHUNK = 10_000
 POSTGRES_LANES = 2
 # The console's progress figures are written at most this often (seconds).
 JOB_UPDATE_INTERVAL = 0.5
+# A running job's row is touched at least this often (seconds), even while no batch ends
+# (a double opt-in batch waits on the sending rate). A queued or running job nobody
+# touched for JOB_STALE_AFTER belongs to a process that is gone (restarted, crashed):
+# the console then shows it failed instead of running for ever.
+JOB_HEARTBEAT = 15.0
+JOB_STALE_AFTER = timedelta(minutes=2)
+STALLED_JOB_ERROR = "the process running it ended (a restart or a crash) before the import finished"
 
 # Header names (lowercased, without spaces, hyphens, underscores or dots) recognised when
 # no column is named, in order of preference.
@@ -1228,17 +1237,33 @@ def _counters(report: ImportReport) -> dict[str, Any]:
     }
 
 
+def _mark_if_stalled(job: ImportJob, now: datetime) -> None:
+    """Fail a queued or running job whose process stopped touching it (see JOB_HEARTBEAT).
+
+    Only the job's own row is written, and only when it has stalled: the console polls
+    these pages while an import's batches hold SQLite's write lock.
+    """
+    if job.status not in (ImportStatus.QUEUED, ImportStatus.RUNNING):
+        return
+    if job.updated_at is None or now - job.updated_at < JOB_STALE_AFTER:
+        return
+    job.status = ImportStatus.FAILED
+    job.error = STALLED_JOB_ERROR
+    job.finished_at = now
+
+
 def get_job(session: so.Session, job_id: int) -> ImportJob:
-    """Return an import job, or raise NotFound."""
+    """Return an import job, or raise NotFound; a stalled one is marked failed first."""
     job = session.get(ImportJob, job_id)
     if job is None:
         raise NotFound(f"There is no import {job_id}.")
+    _mark_if_stalled(job, clock.now())
     return job
 
 
 def recent_jobs(session: so.Session, limit: int = 20) -> list[ImportJob]:
-    """Return the latest import jobs, newest first, with their lists loaded."""
-    return list(
+    """Return the latest import jobs, newest first, lists loaded, stalled ones failed."""
+    jobs = list(
         session.scalars(
             sa.select(ImportJob)
             .options(so.joinedload(ImportJob.list))
@@ -1246,6 +1271,10 @@ def recent_jobs(session: so.Session, limit: int = 20) -> list[ImportJob]:
             .limit(limit)
         )
     )
+    now = clock.now()
+    for job in jobs:
+        _mark_if_stalled(job, now)
+    return jobs
 
 
 def bad_rows(job: ImportJob) -> list[BadRow]:
@@ -1262,6 +1291,33 @@ def _update_job(database: Database, job_id: int, **values: Any) -> None:
         )
 
 
+class _Heartbeat:
+    """Touch a job's row while it runs, when its progress has not for JOB_HEARTBEAT s."""
+
+    def __init__(self, database: Database, job_id: int, last_write: Callable[[], float]):
+        self._database, self._job_id, self._last_write = database, job_id, last_write
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(
+            target=self._beat, name=f"import-{job_id}-heartbeat", daemon=True
+        )
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stopped.wait(JOB_HEARTBEAT):
+            if time.monotonic() - self._last_write() < JOB_HEARTBEAT:
+                continue
+            try:
+                _update_job(self._database, self._job_id)
+            except sa.exc.SQLAlchemyError:
+                # The import itself will meet the same trouble and report it.
+                log.warning("import job %s: heartbeat not written", self._job_id, exc_info=True)
+
+    def stop(self) -> None:
+        """Stop beating (before the job's last write) and wait for the thread."""
+        self._stopped.set()
+        self._thread.join()
+
+
 def run_job(
     database: Database,
     job_id: int,
@@ -1274,7 +1330,8 @@ def run_job(
     """Run a queued import, writing its progress to the job; it ends `done` or `failed`.
 
     Progress goes to the job row in short transactions of its own, at most every
-    JOB_UPDATE_INTERVAL seconds, so the console can poll it while batches commit.
+    JOB_UPDATE_INTERVAL seconds, so the console can poll it while batches commit; a
+    heartbeat touches the row every JOB_HEARTBEAT seconds when no progress did.
     """
     with database.transaction() as session:
         job = session.get(ImportJob, job_id)
@@ -1298,6 +1355,7 @@ def run_job(
 
     importer: _Importer | None = None
     status, error = ImportStatus.DONE, None
+    beating = _Heartbeat(database, job_id, lambda: last)
     try:
         importer = _Importer(
             database,
@@ -1315,6 +1373,8 @@ def run_job(
     except Exception as exc:
         log.exception("import job %s failed", job_id)
         status, error = ImportStatus.FAILED, f"unexpected error: {exc}"
+    finally:
+        beating.stop()
     values: dict[str, Any] = {"status": status, "error": error, "finished_at": clock.now()}
     values.update(seen)
     if importer is not None:

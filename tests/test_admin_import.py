@@ -245,6 +245,38 @@ def test_a_running_job_page_works_without_javascript(
     assert data["bad_rows"] == []
 
 
+def test_a_job_whose_process_died_shows_failed(
+    admin_client: Any, app: Flask, weekly: MailingList, db_session: so.Session, clock: Any
+) -> None:
+    # The web process restarted mid-import: nobody will ever finish or touch this job.
+    job = ImportJob(
+        list_id=weekly.id,
+        filename="cut.csv",
+        mode=ImportMode.CONSENTED,
+        status=ImportStatus.RUNNING,
+        rows=5000,
+        imported=4900,
+        bytes_total=1000,
+        bytes_done=420,
+    )
+    db_session.add(job)
+    db_session.commit()
+    assert admin_client.get(f"/admin/import/{job.id}.json").get_json()["status"] == "running"
+
+    clock.advance(minutes=3)
+    data = admin_client.get(f"/admin/import/{job.id}.json").get_json()
+    assert (data["status"], data["finished"]) == ("failed", True)
+    assert data["error"] == imports.STALLED_JOB_ERROR
+    assert data["counts"]["imported"] == 4900  # what it stored is still counted
+    page = admin_client.get(f"/admin/import/{job.id}").get_data(as_text=True)
+    assert "import-refresh" not in page
+    assert "The import stopped: <span" in page and "a restart or a crash" in page
+    listing = admin_client.get("/admin/import").get_data(as_text=True)
+    assert "cut.csv" in listing and "failed" in listing
+    db_session.expire_all()
+    assert db_session.get(ImportJob, job.id).status is ImportStatus.FAILED  # recorded
+
+
 # --- Bad input -------------------------------------------------------------------------
 
 

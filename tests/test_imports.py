@@ -9,9 +9,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
+from datetime import datetime
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -905,6 +908,80 @@ def test_run_job_unexpected_error_is_recorded(
     assert job.status is ImportStatus.FAILED
     assert job.error == "unexpected error: disk on fire"
     assert job.imported == 0
+
+
+def test_a_stalled_job_is_failed_when_next_looked_at(
+    app: Flask, tmp_path: Path, lists: Any, db_session: so.Session, clock: Any
+) -> None:
+    # The process that ran these died: nothing touches their rows any more.
+    queued = make_job(app, tmp_path / "a.csv")
+    running = make_job(app, tmp_path / "b.csv")
+    db_session.get(ImportJob, running).status = ImportStatus.RUNNING
+    db_session.commit()
+    clock.advance(seconds=imports.JOB_STALE_AFTER.total_seconds() - 1)
+    assert imports.get_job(db_session, running).status is ImportStatus.RUNNING
+    assert [j.status for j in imports.recent_jobs(db_session)] == [
+        ImportStatus.RUNNING,
+        ImportStatus.QUEUED,
+    ]
+    assert not db_session.dirty
+
+    clock.advance(seconds=2)
+    job = imports.get_job(db_session, running)
+    assert job.status is ImportStatus.FAILED
+    assert job.error == imports.STALLED_JOB_ERROR
+    assert job.finished_at == clock.current
+    assert [j.id for j in imports.recent_jobs(db_session) if j.status is ImportStatus.FAILED] == [
+        running,
+        queued,
+    ]
+    db_session.commit()
+    db_session.expire_all()
+    assert db_session.get(ImportJob, queued).status is ImportStatus.FAILED
+
+
+def test_finished_jobs_never_stall(
+    app: Flask, tmp_path: Path, lists: Any, db_session: so.Session, clock: Any
+) -> None:
+    path = write(tmp_path, "email\nok@example.org\n")
+    job_id = make_job(app, path)
+    run(app, job_id, path)
+    clock.advance(days=30)
+    job = imports.get_job(db_session, job_id)
+    assert (job.status, job.error) == (ImportStatus.DONE, None)
+
+
+def test_the_heartbeat_touches_a_job_while_no_batch_ends(
+    app: Flask, tmp_path: Path, lists: Any, db_session: so.Session, monkeypatch: Any
+) -> None:
+    # One batch whose confirmations go out slowly (after its commit, at the sending
+    # rate): the job's row must still be touched, or the console would think its
+    # process gone.
+    monkeypatch.setattr(imports, "JOB_HEARTBEAT", 0.05)
+    path = write(tmp_path, "email\n" + "".join(f"h{i}@example.org\n" for i in range(3)))
+    job_id = make_job(app, path, ImportMode.DOUBLE_OPT_IN)
+    touched: list[datetime] = []
+
+    class SlowMailer(MemoryMailer):
+        def send(self, message: Any) -> str:
+            deadline = time.monotonic() + 2
+            seen = len(set(touched))
+            while len(set(touched)) == seen and time.monotonic() < deadline:
+                time.sleep(0.02)
+                with database(app).transaction() as session:
+                    touched.append(session.get(ImportJob, job_id).updated_at)
+            return super().send(message)
+
+    mailer = SlowMailer()
+    imports.run_job(database(app), job_id, path, mailer=mailer, config=app.config)
+    assert len(mailer.messages) == 3
+    # Each email waited for a new time on the row; no progress is written during a
+    # batch, so the second and third came from the heartbeat.
+    assert len(set(touched)) == 3, touched
+    job = db_session.get(ImportJob, job_id)
+    assert (job.status, job.confirmations) == (ImportStatus.DONE, 3)
+    # Stopped with the job: no thread is left behind to touch it again.
+    assert not [t for t in threading.enumerate() if t.name == f"import-{job_id}-heartbeat"]
 
 
 def test_run_job_unknown_job(app: Flask, tmp_path: Path) -> None:

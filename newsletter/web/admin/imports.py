@@ -125,11 +125,13 @@ def _size(count: int) -> str:
 
 def _form_page(error: str | None = None, status: int = 200, list_slug: str = "") -> Any:
     session = db_session()
+    jobs = imports.recent_jobs(session)
+    commit()  # the stalled jobs it marked failed
     return (
         render_template(
             "admin/import.html",
             lists=lists_core.all_lists(session),
-            jobs=imports.recent_jobs(session),
+            jobs=jobs,
             selected=list_slug or request.args.get("list", ""),
             error=error,
             max_size=_size(current_app.config["IMPORT_MAX_BYTES"]),
@@ -311,6 +313,7 @@ def _progress(job: ImportJob) -> dict[str, Any]:
 def import_job(job_id: int):
     """Show an import's progress, and its report once done."""
     job = imports.get_job(db_session(), job_id)
+    commit()  # in case it had stalled and was marked failed
     return render_template("admin/import_job.html", job=job, progress=_progress(job))
 
 
@@ -318,4 +321,5 @@ def import_job(job_id: int):
 def import_job_json(job_id: int):
     """An import's progress as JSON (polled by static/admin-import.js)."""
     job = imports.get_job(db_session(), job_id)
+    commit()  # in case it had stalled and was marked failed
     return jsonify(_progress(job))
