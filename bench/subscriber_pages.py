@@ -4,7 +4,8 @@
 
 Uses the PostgreSQL database `newsletter_bench_pages` (dropped and re-created), seeded
 set-based: every subscriber has one subscription on the list "weekly", ~90% active and
-the rest pending, unsubscribed, bounced or complained; one name in five is non-ASCII.
+the rest pending, unsubscribed, bounced or complained; one name in five is non-ASCII, and
+one subscriber in 5,000 is erased; one in 200 is also on a second list, "monthly".
 A Flask test client signs in through /admin/login (with its CSRF token) and times
 --requests GETs of each page kind, in process (no network, no server threads).
 """
@@ -51,10 +52,36 @@ def seed(url: str, count: int) -> None:
         conn.execute(
             sa.text(
                 "INSERT INTO subscription (subscriber_id, list_id, status, created_at, "
-                "status_changed_at, source) SELECT id, (SELECT id FROM mailing_list), "
+                "status_changed_at, source) SELECT id, "
+                "(SELECT id FROM mailing_list WHERE slug = 'weekly'), "
                 "CASE WHEN id % 10 <> 0 THEN 'active' "
                 "ELSE (ARRAY['unsubscribed', 'bounced', 'complained', 'pending'])"
                 "[(id / 10) % 4 + 1] END, now(), now(), 'import' FROM subscriber"
+            )
+        )
+        # A small second list: one subscriber in 200 is also on "monthly" (5,000 at a
+        # million), spread over the whole address range.
+        conn.execute(
+            sa.text(
+                "INSERT INTO mailing_list (slug, name, from_address, postal_address, "
+                "created_at) VALUES ('monthly', 'Monthly digest', 'news@example.com', "
+                "'1 Example Street', now())"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO subscription (subscriber_id, list_id, status, created_at, "
+                "status_changed_at, source) SELECT id, (SELECT id FROM mailing_list "
+                "WHERE slug = 'monthly'), 'active', now(), now(), 'import' FROM subscriber "
+                "WHERE id % 200 = 7"
+            )
+        )
+        # One in 5,000 erased (GDPR requests), as newsletter.subscribers.erase leaves them.
+        conn.execute(
+            sa.text(
+                "UPDATE subscriber SET email = 'erased-' || id || '@erased.invalid', "
+                "display_email = 'erased-' || id || '@erased.invalid', name = NULL, "
+                "erased_at = now() WHERE id % 5000 = 0"
             )
         )
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
@@ -123,6 +150,8 @@ def main() -> None:
         "search ?q=12345": "/admin/subscribers?q=12345",
         "search ?q=Zoë Łukasz 77": "/admin/subscribers?q=Zo%C3%AB+%C5%81ukasz+77",
         "list=weekly&status=unsubscribed": "/admin/subscribers?list=weekly&status=unsubscribed",
+        "list=monthly (5,000 subscribers)": "/admin/subscribers?list=monthly",
+        "status=erased": "/admin/subscribers?status=erased",
     }
     print(f"\n{'page':<34} {'rows':>5} {'p50 ms':>8} {'p99 ms':>8}")
     for label, path in pages.items():

@@ -213,19 +213,21 @@ def subscriber_page(
     if sum((after is not None, before is not None, last)) > 1:
         raise DirectoryError("Ask for one page: after, before or last.")
     where = _where(session, filters)
+    counted = _count(session, where, filters)
+    matches = _matches(session, where, filters, counted)
     query = sa.select(
-        Subscriber.id,
-        Subscriber.display_email,
-        Subscriber.name,
-        Subscriber.created_at,
-        Subscriber.erased_at,
-    ).where(*where.conditions)
+        matches.c.id,
+        matches.c.display_email,
+        matches.c.name,
+        matches.c.created_at,
+        matches.c.erased_at,
+    )
     backwards = last or before is not None
     if after is not None:
-        query = query.where(Subscriber.email > _email_of(session, after))
+        query = query.where(matches.c.email > _email_of(session, after))
     if before is not None:
-        query = query.where(Subscriber.email < _email_of(session, before))
-    order = Subscriber.email.desc() if backwards else Subscriber.email.asc()
+        query = query.where(matches.c.email < _email_of(session, before))
+    order = matches.c.email.desc() if backwards else matches.c.email.asc()
     # One extra row tells whether there is a further page in the reading direction.
     found = session.execute(query.order_by(order).limit(size + 1)).all()
     more = len(found) > size
@@ -241,8 +243,54 @@ def subscriber_page(
         rows=rows,
         has_prev=has_prev,
         has_next=has_next,
-        count=_count(session, where, filters),
+        count=counted,
     )
+
+
+def _matches(session: so.Session, where: _Where, filters: Filters, counted: Count) -> sa.CTE:
+    """The subscribers a filter matches, as a CTE for the page to order and cut.
+
+    Left to itself, PostgreSQL answers "ORDER BY email LIMIT 51" by walking the address
+    index and filtering, whenever its estimate of the matches (from ANALYZE's sample) is
+    large enough. For a search or a small list that misses by a few times, the walk
+    reads most of the table: a name search at a million went from 12 ms to 555 ms
+    between two ANALYZE runs. So when the count (already needed for the page) found at
+    most COUNT_CAP matches, the CTE is MATERIALIZED: the matches come from the search
+    and list indexes and at most COUNT_CAP rows are sorted. Past the cap they are dense
+    enough that the walk finds a page soon, and the plain CTE is inlined into it.
+
+    A list filter without a search starts from the list's subscriptions and probes each
+    subscriber by id (LATERAL ... LIMIT 1): asked the other way, PostgreSQL hashes the
+    list and scans every subscriber (75 ms against 24 ms for 5,000 of a million).
+    """
+    columns = (
+        Subscriber.id,
+        Subscriber.email,
+        Subscriber.display_email,
+        Subscriber.name,
+        Subscriber.created_at,
+        Subscriber.erased_at,
+    )
+    few = filters.any and not (counted.capped or counted.estimated)
+    if not few or session.get_bind().dialect.name != "postgresql":
+        return sa.select(*columns).where(*where.conditions).cte("matches")
+    if where.by_list and len(where.own) == 1:
+        probe = (
+            sa.select(*columns)
+            .where(Subscriber.id == Subscription.subscriber_id, *where.own)
+            .correlate(Subscription)
+            .limit(1)
+            .lateral("s")
+        )
+        query = (
+            sa.select(*probe.c)
+            .select_from(Subscription)
+            .join(probe, sa.true())
+            .where(*where.membership)
+        )
+    else:
+        query = sa.select(*columns).where(*where.conditions)
+    return query.cte("matches").prefix_with("MATERIALIZED")
 
 
 def _with_memberships(session: so.Session, found: list[sa.Row]) -> list[DirectoryRow]:
