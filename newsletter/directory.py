@@ -4,7 +4,9 @@ Pages use keyset pagination on the subscriber's address (`subscriber.email`, uni
 each page is "the next N addresses after this one" (or before it), read straight off the
 unique index, so the first, a middle and the last page all cost the same at a million
 subscribers. The last page is read backwards and flipped. A cursor is a subscriber id, not
-an address, so no address ends up in URLs, browser histories or proxy logs.
+an address, so no address ends up in URLs, browser histories or proxy logs. A filter with
+few matches (up to COUNT_CAP) has them read through their own indexes first and sorted,
+rather than found by walking the address index (see _matches).
 
 Search is a case-insensitive substring match on the address or the name (ILIKE), served
 on PostgreSQL by pg_trgm GIN indexes (see the migration d8a3b6f2c915).
