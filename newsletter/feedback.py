@@ -403,18 +403,7 @@ def issue_feedback_figures(session: so.Session, issue_id: int) -> dict[str, Any]
     hard_counted = counts.get((FeedbackKind.BOUNCE, "Permanent"), 0)
     hard = hard_counted + counts.get((FeedbackKind.BOUNCE, "OnAccountSuppressionList"), 0)
     soft = counts.get((FeedbackKind.BOUNCE, "Transient"), 0)
-    # Readers of this issue who left the list after it reached them.
-    unsubscribed = session.scalar(
-        sa.select(sa.func.count())
-        .select_from(Delivery)
-        .join(Subscription, Subscription.id == Delivery.subscription_id)
-        .where(
-            Delivery.issue_id == issue_id,
-            Delivery.sent_at.is_not(None),
-            Subscription.status == SubscriptionStatus.UNSUBSCRIBED,
-            Subscription.unsubscribed_at >= Delivery.sent_at,
-        )
-    )
+    unsubscribed = unsubscribed_after(session, issue_id)
     accepted = accepted or 0
     complained = total(FeedbackKind.COMPLAINT)
     # SES leaves bounces from its own account list out of the bounce rate: so do we.
@@ -462,3 +451,21 @@ def format_feedback(figures: dict[str, Any]) -> list[str]:
     if figures["rejected"] or figures["delayed"]:
         lines.append(f"Rejected by SES: {figures['rejected']}; delayed: {figures['delayed']}")
     return lines + list(figures["alerts"])
+
+
+def unsubscribed_after(session: so.Session, issue_id: int) -> int:
+    """Count the readers of an issue who left the list after it reached them."""
+    return (
+        session.scalar(
+            sa.select(sa.func.count())
+            .select_from(Delivery)
+            .join(Subscription, Subscription.id == Delivery.subscription_id)
+            .where(
+                Delivery.issue_id == issue_id,
+                Delivery.sent_at.is_not(None),
+                Subscription.status == SubscriptionStatus.UNSUBSCRIBED,
+                Subscription.unsubscribed_at >= Delivery.sent_at,
+            )
+        )
+        or 0
+    )

@@ -21,8 +21,6 @@ from newsletter.models import Delivery
 from newsletter.models import DeliveryStatus
 from newsletter.models import Issue
 from newsletter.models import IssueStatus
-from newsletter.models import Subscription
-from newsletter.models import SubscriptionStatus
 
 # Ledger states SES accepted the message in (what became of it since: delivered, ...).
 ACCEPTED = (
@@ -182,19 +180,8 @@ def live_figures(session: so.Session, issue_id: int, *, lease: float = 30.0) -> 
     if with_sent_at and first is not None and last is not None:
         seconds = (last - (issue.started_at or first)).total_seconds()
         rate = with_sent_at / seconds if seconds > 0 else None
-    # Readers who left after the issue reached them (as feedback.issue_feedback_figures).
-    unsubscribed = session.scalar(
-        sa.select(sa.func.count())
-        .select_from(Delivery)
-        .join(Subscription, Subscription.id == Delivery.subscription_id)
-        .where(
-            Delivery.issue_id == issue.id,
-            Delivery.sent_at.is_not(None),
-            Subscription.status == SubscriptionStatus.UNSUBSCRIBED,
-            Subscription.unsubscribed_at >= Delivery.sent_at,
-        )
-    )
-    return _from_counts(issue, issue.list.slug, counts, unsubscribed=unsubscribed or 0, rate=rate)
+    unsubscribed = feedback.unsubscribed_after(session, issue.id)
+    return _from_counts(issue, issue.list.slug, counts, unsubscribed=unsubscribed, rate=rate)
 
 
 def issue_figures(session: so.Session, issue_id: int, *, lease: float = 30.0) -> IssueFigures:
