@@ -220,13 +220,11 @@ def test_columns_chosen_by_the_editor(
     assert found == "Countess"
 
 
-def test_a_running_job_page_works_without_javascript(
-    admin_client: Any, app: Flask, weekly: MailingList, db_session: so.Session
-) -> None:
-    # A job as the page sees it half-way (no thread runs for this one).
+def _half_way_job(db_session: so.Session, weekly: MailingList, filename: str) -> ImportJob:
+    """A job as the page sees it half-way (no thread runs for it)."""
     job = ImportJob(
         list_id=weekly.id,
-        filename="half.csv",
+        filename=filename,
         mode=ImportMode.CONSENTED,
         status=ImportStatus.RUNNING,
         rows=5000,
@@ -236,6 +234,13 @@ def test_a_running_job_page_works_without_javascript(
     )
     db_session.add(job)
     db_session.commit()
+    return job
+
+
+def test_a_running_job_page_works_without_javascript(
+    admin_client: Any, app: Flask, weekly: MailingList, db_session: so.Session
+) -> None:
+    job = _half_way_job(db_session, weekly, "half.csv")
     page = admin_client.get(f"/admin/import/{job.id}").get_data(as_text=True)
     assert '<progress id="import-bar" max="100" value="42">' in page
     assert f'<a id="import-refresh" href="/admin/import/{job.id}">Refresh</a>' in page
@@ -249,18 +254,7 @@ def test_a_job_whose_process_died_shows_failed(
     admin_client: Any, app: Flask, weekly: MailingList, db_session: so.Session, clock: Any
 ) -> None:
     # The web process restarted mid-import: nobody will ever finish or touch this job.
-    job = ImportJob(
-        list_id=weekly.id,
-        filename="cut.csv",
-        mode=ImportMode.CONSENTED,
-        status=ImportStatus.RUNNING,
-        rows=5000,
-        imported=4900,
-        bytes_total=1000,
-        bytes_done=420,
-    )
-    db_session.add(job)
-    db_session.commit()
+    job = _half_way_job(db_session, weekly, "cut.csv")
     assert admin_client.get(f"/admin/import/{job.id}.json").get_json()["status"] == "running"
 
     clock.advance(minutes=3)
