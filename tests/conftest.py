@@ -6,6 +6,7 @@ NEWSLETTER_TEST_BACKENDS=sqlite for a quick local run; CI runs both.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import socket
@@ -42,8 +43,12 @@ ARTIFACTS = ROOT / "test-artifacts"
 BASE_URL = "https://news.example.com"
 SECRET_KEY = "test-secret-key-0123456789abcdef"
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+# One test database per checkout (named after its path): two clones tested at once on one
+# machine would otherwise truncate each other's tables mid-test.
 PG_URL = os.environ.get(
-    "NEWSLETTER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/newsletter_test"
+    "NEWSLETTER_TEST_POSTGRES_URL",
+    "postgresql+psycopg://postgres@127.0.0.1:5432/newsletter_test_"
+    + hashlib.sha1(str(ROOT).encode()).hexdigest()[:10],
 )
 BACKENDS = [
     b.strip()
