@@ -1306,6 +1306,7 @@ class DeliveryWorker:
                 self._pending.append(self._results.get(timeout=0.5))
             except queue.Empty:
                 continue
+        unused = len(self._slots)
         self._slots.clear()
         try:
             self._tick([])
@@ -1314,6 +1315,15 @@ class DeliveryWorker:
                     self._give_back(session, self._buffer)
         finally:
             self._buffer.clear()
+            # Slots reserved and never used (and those given up late) were counted
+            # against the daily quota: a worker restarted often would otherwise eat it.
+            unused += self._unused_slots
+            self._unused_slots = 0
+            if unused:
+                try:
+                    self.pacer.give_back(unused)
+                except sa.exc.SQLAlchemyError:
+                    log.warning("could not give %d unused slots back to the quota", unused)
         self._report()
 
     def _report(self) -> None:

@@ -20,9 +20,11 @@ from newsletter.models import DeliveryStatus
 from newsletter.models import Issue
 from newsletter.models import IssueStatus
 from newsletter.models import MailingList
+from newsletter.models import SendPace
 from newsletter.models import Subscriber
 from newsletter.models import Subscription
 from newsletter.models import SubscriptionStatus
+from newsletter.pacing import AccountQuota
 from newsletter.pacing import PaceSettings
 
 ISSUE_FILE = Path(__file__).parent / "data" / "sending-issue.yaml"
@@ -250,6 +252,29 @@ def test_sends_that_came_back_late_go_back_to_the_queue_when_their_issue_pauses(
     assert worker._tick(due) == []
     assert not worker._buffer
     assert _ledger(db_session, issue_id) == {(DeliveryStatus.QUEUED, None): 3}
+
+
+def test_slots_a_stopping_worker_never_used_go_back_to_the_daily_quota(app, db_session, outbox):
+    quota = AccountQuota(max_send_rate=1000, max_24_hour_send=1000, sent_last_24_hours=0)
+    worker = sending.DeliveryWorker(
+        app.extensions["newsletter.db"], outbox, app.config, PaceSettings(max_rate=100, quota=quota)
+    )
+    worker.pacer.setup()
+
+    def used() -> float:
+        value = db_session.scalar(sa.select(SendPace.quota_used_since))
+        db_session.commit()
+        return value
+
+    before = used()
+    slots = worker._reserve(7)
+    assert len(slots) == 7 and used() == before + 7
+    # Five still waiting for a message, two given up late by their threads (a busy CPU).
+    worker._slots.extend(slots[:5])
+    worker._unused_slots = 2
+    worker._drain()
+    assert used() == before
+    assert not worker._slots and worker._unused_slots == 0
 
 
 def test_ctrl_c_stops_cleanly_and_a_new_worker_goes_on(app, db_session, ses_fake):
