@@ -939,9 +939,15 @@ class DeliveryWorker:
             if not self._unused_slots:
                 raise
             # Slots given up late still count against the quota until given back.
-            self.pacer.give_back(self._unused_slots)
-            self._unused_slots = 0
+            self._give_back_unused()
             return self.pacer.reserve(wanted)
+
+    def _give_back_unused(self, more: int = 0) -> None:
+        """Return the slots given up late, and `more` never used, to the daily quota."""
+        unused = self._unused_slots + more
+        self._unused_slots = 0
+        if unused:
+            self.pacer.give_back(unused)
 
     def _claim(self) -> None:
         with self.database.transaction() as session:
@@ -1269,10 +1275,8 @@ class DeliveryWorker:
         self._last_housekeeping = time.monotonic()
         self.pacer.refresh_quota()
         self.pacer.recover_rate()
-        if self._unused_slots:
-            # Slots given up were counted against the daily quota: give them back.
-            self.pacer.give_back(self._unused_slots)
-            self._unused_slots = 0
+        # Slots given up were counted against the daily quota: give them back.
+        self._give_back_unused()
         quota_left = self.pacer.quota_left()
         with self.database.transaction() as session:
             recover_lost_workers(session, lease=self.settings.lease)
@@ -1315,15 +1319,12 @@ class DeliveryWorker:
                     self._give_back(session, self._buffer)
         finally:
             self._buffer.clear()
-            # Slots reserved and never used (and those given up late) were counted
-            # against the daily quota: a worker restarted often would otherwise eat it.
-            unused += self._unused_slots
-            self._unused_slots = 0
-            if unused:
-                try:
-                    self.pacer.give_back(unused)
-                except sa.exc.SQLAlchemyError:
-                    log.warning("could not give %d unused slots back to the quota", unused)
+            # Slots reserved and never used were counted against the daily quota: a
+            # worker restarted often would otherwise eat it.
+            try:
+                self._give_back_unused(unused)
+            except sa.exc.SQLAlchemyError:
+                log.warning("could not give the unused slots back to the quota")
         self._report()
 
     def _report(self) -> None:

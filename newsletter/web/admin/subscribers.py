@@ -143,10 +143,7 @@ def subscribers_export() -> Any:
     # Checked before the first byte: once streaming, an error could only cut the file short.
     if list_slug is not None:
         lists_core.get_list(session, list_slug)
-    if search is not None and len(search) > directory.MAX_SEARCH:
-        abort(
-            400, description=f"The search is too long (at most {directory.MAX_SEARCH} characters)."
-        )
+    directory.search_condition(session, search)  # DirectoryError (400) if too long
     if status is not None and status not in {s.value for s in SubscriptionStatus}:
         abort(
             400,
