@@ -34,10 +34,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     )
 
     from newsletter import db
+    from newsletter import i18n
     from newsletter import mail
     from newsletter import web
 
     app.extensions["newsletter.db"] = db.Database(config["DATABASE_URL"])
     app.extensions["newsletter.mailer"] = mailer or mail.make_mailer(config)
+    i18n.init_app(app)
     web.init_app(app)
     return app
