@@ -11,6 +11,9 @@ from newsletter.addresses import InvalidAddress
 from newsletter.addresses import normalize_address
 from newsletter.errors import NewsletterError
 from newsletter.errors import NotFound
+from newsletter.i18n import DEFAULT_LANGUAGE
+from newsletter.i18n import InvalidLanguage
+from newsletter.i18n import normalize_language
 from newsletter.models import MailingList
 
 SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
@@ -38,6 +41,13 @@ def _check_fields(name: str, from_address: str, reply_to: str | None) -> tuple[s
     return sender, reply
 
 
+def _check_language(language: str | None) -> str:
+    try:
+        return normalize_language(language or DEFAULT_LANGUAGE)
+    except InvalidLanguage as exc:
+        raise ListError(f"Language: {exc}") from None
+
+
 def create_list(
     session: so.Session,
     slug: str,
@@ -47,6 +57,7 @@ def create_list(
     reply_to: str | None = None,
     postal_address: str | None = None,
     description: str | None = None,
+    language: str | None = None,
 ) -> MailingList:
     """Create a list; the slug is its short name in URLs and commands."""
     if not SLUG_RE.match(slug or ""):
@@ -54,6 +65,7 @@ def create_list(
             f"{slug!r} is not a valid list slug: use lowercase letters, digits and hyphens."
         )
     sender, reply = _check_fields(name, from_address, reply_to)
+    tag = _check_language(language)
     if session.scalar(sa.select(MailingList.id).where(MailingList.slug == slug)) is not None:
         raise ListError(f"A list with the slug {slug!r} already exists.")
     mailing_list = MailingList(
@@ -63,6 +75,7 @@ def create_list(
         reply_to=reply,
         postal_address=(postal_address or "").strip() or None,
         description=(description or "").strip() or None,
+        language=tag,
     )
     session.add(mailing_list)
     session.flush()
@@ -78,9 +91,12 @@ def update_list(
     reply_to: str | None = None,
     postal_address: str | None = None,
     description: str | None = None,
+    language: str | None = None,
 ) -> MailingList:
-    """Change a list's name, addresses and footer."""
+    """Change a list's name, addresses, footer and language (None keeps the language)."""
     sender, reply = _check_fields(name, from_address, reply_to)
+    if language is not None:
+        mailing_list.language = _check_language(language)
     mailing_list.name = name.strip()
     mailing_list.from_address = sender
     mailing_list.reply_to = reply

@@ -30,7 +30,8 @@ from newsletter.addresses import InvalidName
 from newsletter.addresses import clean_name
 from newsletter.addresses import normalize_address
 from newsletter.composer.mjml import compile_mjml
-from newsletter.config import PROJECT_ROOT
+from newsletter.config import data_dir
+from newsletter.db import dialect_insert
 from newsletter.errors import NewsletterError
 from newsletter.lists import list_id_header
 from newsletter.models import ConfirmationEmail
@@ -149,14 +150,6 @@ def is_suppressed(session: so.Session, address: Address) -> bool:
     return session.scalar(sa.select(Suppression.id).where(Suppression.email.in_(keys))) is not None
 
 
-def _insert(session: so.Session, model: type) -> Any:
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(model)
-
-
 def lock_subscriber(session: so.Session, address: Address, name: str | None) -> Subscriber:
     """Create the subscriber if new, then lock its row until the transaction ends.
 
@@ -165,7 +158,7 @@ def lock_subscriber(session: so.Session, address: Address, name: str | None) -> 
     the cap below counts every confirmation email committed before.
     """
     session.execute(
-        _insert(session, Subscriber)
+        dialect_insert(session, Subscriber)
         .values(email=address.key, display_email=address.display, name=name, created_at=clock.now())
         .on_conflict_do_nothing(index_elements=["email"])
     )
@@ -328,7 +321,7 @@ def _set_status(
 @lru_cache(maxsize=1)
 def _templates() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(PROJECT_ROOT / "templates")),
+        loader=jinja2.FileSystemLoader(str(data_dir("templates"))),
         autoescape=lambda name: bool(name) and name.endswith(".mjml.j2"),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,

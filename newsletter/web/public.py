@@ -14,6 +14,7 @@ from flask import current_app
 from flask import render_template
 from flask import request
 
+from newsletter import i18n
 from newsletter import lists
 from newsletter import ratelimits
 from newsletter import subscriptions
@@ -51,7 +52,9 @@ def _list_or_404(slug: str | None):
         raise NewsletterError("Which list? The form is missing the list field.")
     if len(slug) > 64:
         raise NotFound("There is no such list.")
-    return lists.get_list(db_session(), slug)
+    mailing_list = lists.get_list(db_session(), slug)
+    i18n.set_page_language(mailing_list.language)
+    return mailing_list
 
 
 def _ip_limited():
