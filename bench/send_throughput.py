@@ -144,7 +144,8 @@ def pg_worker(stub: bs.Stub, messages: int) -> dict:
     seconds, _ = timed([bs.NEWSLETTER, "worker", "--once"], bs.worker_env(url, stub))
     stats = stub.stats()
     assert stats["count"] == messages, stats["count"]
-    return {"seconds": seconds, "end_to_end": messages / seconds, "at_stub": bs.rate_from(stats["times"])}
+    at_stub = bs.rate_from(stats["times"])
+    return {"seconds": seconds, "end_to_end": messages / seconds, "at_stub": at_stub}
 
 
 def part_quota(args, folder: str) -> None:
@@ -152,7 +153,7 @@ def part_quota(args, folder: str) -> None:
     for latency in (0.05, 0.2):
         stub = bs.Stub(latency=latency, max_rate=200.0)
         try:
-            for round_ in range(args.rounds):
+            for _round in range(args.rounds):
                 r = sqlite_send(stub, folder, args.messages)
                 print(
                     f"latency {latency * 1000:.0f} ms: {r['seconds']:.2f} s start to end = "
@@ -173,7 +174,7 @@ def part_unbounded(args, folder: str) -> None:
         url = bs.fresh_database("sending_bench")
         bs.add_readers(url, 10)
         raw, tags = prebuilt_message(url)
-        for round_ in range(args.rounds):
+        for _round in range(args.rounds):
             bare = {n: bare_loop(stub, raw, tags, args.messages, n) for n in (8, 16, 32, 64)}
             best = max(bare, key=bare.get)
             print(
@@ -207,10 +208,8 @@ def part_throttle(args, folder: str) -> None:
     print(f"## throttle: 8% random 429s, NEWSLETTER_SEND_RATE={rate:g}, 50 ms")
     stub = bs.Stub(latency=0.05, throttle=0.08)
     try:
-        for round_ in range(args.rounds):
-            r = sqlite_send(
-                stub, folder, args.messages, rate=rate, limit=args.time_limit
-            )
+        for _round in range(args.rounds):
+            r = sqlite_send(stub, folder, args.messages, rate=rate, limit=args.time_limit)
             sending = r["seconds"] - (r["first_arrival"] or 0)
             sustained = r["accepted"] / sending if sending > 0 else 0.0
             print(
