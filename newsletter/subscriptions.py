@@ -31,7 +31,7 @@ from newsletter.addresses import InvalidName
 from newsletter.addresses import clean_name
 from newsletter.addresses import normalize_address
 from newsletter.composer.mjml import compile_mjml
-from newsletter.config import PROJECT_ROOT
+from newsletter.config import data_dir
 from newsletter.db import dialect_insert
 from newsletter.errors import NewsletterError
 from newsletter.i18n import N_
@@ -365,7 +365,7 @@ def _set_status(
 @lru_cache(maxsize=1)
 def _templates() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(PROJECT_ROOT / "templates")),
+        loader=jinja2.FileSystemLoader(str(data_dir("templates"))),
         autoescape=lambda name: bool(name) and name.endswith(".mjml.j2"),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
