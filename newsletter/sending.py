@@ -373,8 +373,10 @@ class IssueRenderer:
         mailing_list: MailingList,
         base_url: str,
         secret_key: str,
+        mailto_domain: str | None = None,
     ) -> None:
         self.issue_id = issue_id
+        self.mailto_domain = mailto_domain
         self.subject = subject
         self.html = html
         self.text = text
@@ -400,6 +402,7 @@ class IssueRenderer:
             mailing_list=mailing_list,
             base_url=config["BASE_URL"],
             secret_key=config["SECRET_KEY"],
+            mailto_domain=config.get("UNSUBSCRIBE_MAILTO_DOMAIN"),
         )
 
     def message(
@@ -414,8 +417,13 @@ class IssueRenderer:
         """Return one reader's message with their own unsubscribe link and SES tags."""
         from newsletter.composer import render_for_reader
 
+        mailto = None
         if subscription_id is not None:
             unsubscribe = tokens.unsubscribe_url(self.base_url, self.secret_key, subscription_id)
+            if self.mailto_domain:
+                mailto = tokens.unsubscribe_mailto(
+                    self.mailto_domain, self.secret_key, subscription_id
+                )
         else:
             # A test copy to someone who is not on the list: the link leads to a polite 4xx.
             unsubscribe = f"{self.base_url}/u/test-copy"
@@ -442,6 +450,7 @@ class IssueRenderer:
             to_address=email,
             to_name=name,
             unsubscribe_url=unsubscribe,
+            unsubscribe_mailto=mailto,
             text=text,
             html=html,
             tags=tags,
@@ -512,6 +521,7 @@ def send_test_copies(
         mailing_list=plan.mailing_list,
         base_url=config["BASE_URL"],
         secret_key=config["SECRET_KEY"],
+        mailto_domain=config.get("UNSUBSCRIBE_MAILTO_DOMAIN"),
     )
     messages = []
     for raw in addresses:
