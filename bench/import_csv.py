@@ -230,7 +230,7 @@ def main() -> None:
         help=f"batches stored at once (default {imports.POSTGRES_LANES})",
     )
     args = parser.parse_args()
-    imports.POSTGRES_LANES = args.lanes
+    imports.importer.POSTGRES_LANES = args.lanes
 
     folder = Path(tempfile.mkdtemp(prefix="bench-import-"))
     path = folder / f"subscribers-{args.rows}.csv"

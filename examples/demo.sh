@@ -5,7 +5,8 @@
 set -eu
 cd "$(dirname "$0")/.."
 export NEWSLETTER_ENV="${NEWSLETTER_ENV:-development}"
-nl=".venv/bin/newsletter"
+# NEWSLETTER_BIN names another installation (CI runs the demo from an installed wheel).
+nl="${NEWSLETTER_BIN:-.venv/bin/newsletter}"
 
 $nl db upgrade
 if ! $nl lists | grep -q '^o11y-news'; then

@@ -7,7 +7,30 @@ import re
 from pathlib import Path
 from typing import Any
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parent
+# The checkout (an editable install runs from it); in an installed wheel, site-packages.
+PROJECT_ROOT = PACKAGE_DIR.parent
+# Where the wheel carries the checkout's top-level templates/, static/ and migrations/
+# (setup.py copies them there at build time).
+PACKAGED_DATA = PACKAGE_DIR / "package_data"
+
+
+def data_dir(name: str) -> Path:
+    """Return the templates, static or migrations folder: the wheel's, else the checkout's."""
+    packaged = PACKAGED_DATA / name
+    return packaged if packaged.is_dir() else PROJECT_ROOT / name
+
+
+def default_instance_path() -> Path:
+    """Return where the SQLite file and outbox go by default.
+
+    A checkout keeps them in its own instance/ folder; an installed package, which must
+    not write into site-packages, in instance/ under the working directory.
+    """
+    if PACKAGED_DATA.is_dir():
+        return Path.cwd() / "instance"
+    return PROJECT_ROOT / "instance"
+
 
 # Every setting the application reads, with its default. Deployment values come from
 # NEWSLETTER_<NAME> environment variables (see README "Configuration").
@@ -175,7 +198,7 @@ def load_config(
         )
     config["UNSUBSCRIBE_MAILTO_DOMAIN"] = mailto_domain
 
-    instance = instance_path or PROJECT_ROOT / "instance"
+    instance = instance_path or default_instance_path()
     if not config["DATABASE_URL"]:
         config["DATABASE_URL"] = f"sqlite:///{instance / 'newsletter.db'}"
     if not config["OUTBOX_DIR"]:

@@ -86,6 +86,19 @@ def _tune_sqlite(engine: sa.Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def dialect_insert(session: so.Session, target: Any) -> Any:
+    """Return an INSERT for `target` in the session's dialect (with on_conflict_do_*).
+
+    PostgreSQL's and SQLite's inserts both offer ON CONFLICT; SQLAlchemy keeps them in
+    each dialect's module, so portable upserts pick the one of the database in use.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(target)
+
+
 class Database:
     """An engine and its session factory."""
 

@@ -13,6 +13,9 @@ from newsletter.addresses import normalize_address
 from newsletter.errors import NewsletterError
 from newsletter.errors import NotFound
 from newsletter.headers import control_problem
+from newsletter.i18n import DEFAULT_LANGUAGE
+from newsletter.i18n import InvalidLanguage
+from newsletter.i18n import normalize_language
 from newsletter.models import MailingList
 
 SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
@@ -51,6 +54,13 @@ def _check_fields(name: str, from_address: str, reply_to: str | None) -> tuple[s
     return sender, reply
 
 
+def _check_language(language: str | None) -> str:
+    try:
+        return normalize_language(language or DEFAULT_LANGUAGE)
+    except InvalidLanguage as exc:
+        raise ListError(f"Language: {exc}") from None
+
+
 def create_list(
     session: so.Session,
     slug: str,
@@ -60,6 +70,7 @@ def create_list(
     reply_to: str | None = None,
     postal_address: str | None = None,
     description: str | None = None,
+    language: str | None = None,
 ) -> MailingList:
     """Create a list; the slug is its short name in URLs and commands."""
     if not SLUG_RE.match(slug or ""):
@@ -69,6 +80,7 @@ def create_list(
     sender, reply = _check_fields(name, from_address, reply_to)
     check_lines("The postal address", postal_address)
     check_lines("The description", description)
+    tag = _check_language(language)
     if session.scalar(sa.select(MailingList.id).where(MailingList.slug == slug)) is not None:
         raise ListError(f"A list with the slug {slug!r} already exists.")
     mailing_list = MailingList(
@@ -78,6 +90,7 @@ def create_list(
         reply_to=reply,
         postal_address=(postal_address or "").strip() or None,
         description=(description or "").strip() or None,
+        language=tag,
     )
     session.add(mailing_list)
     session.flush()
@@ -93,11 +106,14 @@ def update_list(
     reply_to: str | None = None,
     postal_address: str | None = None,
     description: str | None = None,
+    language: str | None = None,
 ) -> MailingList:
-    """Change a list's name, addresses and footer."""
+    """Change a list's name, addresses, footer and language (None keeps the language)."""
     sender, reply = _check_fields(name, from_address, reply_to)
     check_lines("The postal address", postal_address)
     check_lines("The description", description)
+    if language is not None:
+        mailing_list.language = _check_language(language)
     mailing_list.name = name.strip()
     mailing_list.from_address = sender
     mailing_list.reply_to = reply
@@ -132,5 +148,5 @@ def list_id_header(mailing_list: MailingList, base_url: str) -> ListIdentity:
     """Return the list's identity for List-Id and List-Archive (the public web archive)."""
     host = re.sub(r"^https?://", "", base_url).split("/")[0].split(":")[0] or "localhost"
     host = host.strip("[]").replace(":", "-") or "localhost"
-    archive = f"{base_url.rstrip('/')}/archive"
+    archive = f"{base_url.rstrip('/')}/archive?list={mailing_list.slug}"
     return ListIdentity(mailing_list.name, f"{mailing_list.slug}.{host}", archive)

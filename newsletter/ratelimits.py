@@ -12,6 +12,7 @@ import sqlalchemy.orm as so
 
 from newsletter import clock
 from newsletter.db import Database
+from newsletter.db import dialect_insert
 from newsletter.models import RateLimitCounter
 
 
@@ -31,14 +32,6 @@ def window_start(now: datetime, window: int) -> datetime:
     return datetime.fromtimestamp(seconds - seconds % window, UTC)
 
 
-def _insert(session: so.Session):
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(RateLimitCounter)
-
-
 def hit(session: so.Session, key: str, *, limit: int, window: int) -> RateLimit:
     """Count one hit on `key` in the current window and say whether it is within `limit`.
 
@@ -47,7 +40,7 @@ def hit(session: so.Session, key: str, *, limit: int, window: int) -> RateLimit:
     """
     now = clock.now()
     start = window_start(now, window)
-    insert = _insert(session)
+    insert = dialect_insert(session, RateLimitCounter)
     count = session.scalar(
         insert.values(key=key, window_start=start, count=1)
         .on_conflict_do_update(

@@ -410,7 +410,7 @@ def test_lanes_keep_each_address_in_file_order(
     app: Flask, tmp_path: Path, lists: Any, db_session: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Repeats of an address many batches apart: the first row wins, a later name fills in."""
-    monkeypatch.setattr(imports, "POSTGRES_LANES", 3)
+    monkeypatch.setattr(imports.importer, "POSTGRES_LANES", 3)
     rows = ["email,name"]
     rows += [f"first{i}@example.org,First {i}" for i in range(30)]
     rows += [f"noname{i}@example.org," for i in range(30)]
@@ -432,7 +432,7 @@ def test_a_failing_lane_stops_the_import_and_loses_nothing(
     app: Flask, tmp_path: Path, lists: Any, db_session: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One batch fails: the import raises, what was committed stays, a re-run completes it."""
-    real = imports._prepare
+    real = imports.importer.prepare
     calls = {"n": 0}
 
     def failing(*args: Any, **kwargs: Any) -> Any:
@@ -441,21 +441,21 @@ def test_a_failing_lane_stops_the_import_and_loses_nothing(
             raise RuntimeError("the database went away")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(imports, "_prepare", failing)
+    monkeypatch.setattr(imports.importer, "prepare", failing)
     path = write(tmp_path, "email\n" + "\n".join(f"p{i}@example.org" for i in range(40)) + "\n")
     with pytest.raises(RuntimeError, match="went away"):
         run_import(app, path, batch_size=4)
     subscribers, subscriptions_, events, _ = stored(db_session)
     assert subscribers == subscriptions_ == events
     assert 0 < subscribers < 40
-    monkeypatch.setattr(imports, "_prepare", real)
+    monkeypatch.setattr(imports.importer, "prepare", real)
     again = run_import(app, path, batch_size=4)
     assert (again.imported, again.merged) == (40 - subscribers, subscribers)
     assert stored(db_session)[:3] == (40, 40, 40)
 
 
 def test_lanes_only_for_consented_imports_into_postgresql(app: Flask, lists: Any) -> None:
-    importer = imports._Importer(
+    importer = imports.importer.Importer(
         database(app),
         "weekly",
         mode=ImportMode.CONSENTED,
@@ -902,7 +902,7 @@ def test_run_job_unexpected_error_is_recorded(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(imports, "_subscribe_consented", broken)
+    monkeypatch.setattr(imports.importer, "subscribe_consented", broken)
     run(app, job_id, path)
     job = db_session.get(ImportJob, job_id)
     assert job.status is ImportStatus.FAILED
@@ -957,7 +957,7 @@ def test_the_heartbeat_touches_a_job_while_no_batch_ends(
     # One batch whose confirmations go out slowly (after its commit, at the sending
     # rate): the job's row must still be touched, or the console would think its
     # process gone.
-    monkeypatch.setattr(imports, "JOB_HEARTBEAT", 0.05)
+    monkeypatch.setattr(imports.jobs, "JOB_HEARTBEAT", 0.05)
     path = write(tmp_path, "email\n" + "".join(f"h{i}@example.org\n" for i in range(3)))
     job_id = make_job(app, path, ImportMode.DOUBLE_OPT_IN)
     touched: list[datetime] = []

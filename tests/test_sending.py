@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import socket
 from pathlib import Path
 
 import pytest
@@ -177,7 +178,9 @@ def test_faults_nothing_lost_nothing_twice(app, db_session, weekly, ses_fake):
     worker = _worker(app, _ses_mailer(ses_fake, timeout=0.3), PaceSettings(max_rate=50, quota=None))
     # Retries wait for their back-off on the real clock; keep them short for the test.
     monkeypatch_backoff = pytest.MonkeyPatch()
-    monkeypatch_backoff.setattr(sending, "_backoff", lambda attempt: sending.timedelta(seconds=0.2))
+    monkeypatch_backoff.setattr(
+        sending.worker, "backoff", lambda attempt: sending.timedelta(seconds=0.2)
+    )
     try:
         progress = worker.run(until_idle=True)
     finally:
@@ -331,7 +334,7 @@ def test_rows_of_a_dead_worker_become_unknown_and_retry_only_on_request(
     # A worker that died (its process is gone) with two rows in flight and three claimed.
     dead = Worker(
         id="gone:999999:x",
-        hostname=sending.socket.gethostname(),
+        hostname=socket.gethostname(),
         pid=2**22 + 12345,
         concurrency=2,
         status=WorkerStatus.RUNNING,

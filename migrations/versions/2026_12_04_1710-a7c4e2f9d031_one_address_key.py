@@ -1,8 +1,8 @@
 """one address key: ASCII, punycode domain, lower case, in every table that stores one
 
 Revision ID: a7c4e2f9d031
-Revises: f3a9d2c6b8e1
-Create Date: 2026-12-04 17:00:00
+Revises: a4c8e2f61b7d
+Create Date: 2026-12-04 17:10:00
 
 Addresses were keyed by their Unicode form (`juergen@bücher.example`) in `subscriber`,
 `feedback_event` and `user_account`, while `suppression` held whatever form came in: the
@@ -40,7 +40,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "a7c4e2f9d031"
-down_revision: str | Sequence[str] | None = "f3a9d2c6b8e1"
+down_revision: str | Sequence[str] | None = "a4c8e2f61b7d"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
