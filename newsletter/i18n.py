@@ -53,6 +53,8 @@ LANGUAGES: dict[str, str] = {
     "pt": "Português",
     "ja": "日本語",
 }
+# The editors' pages (console, outbox, preview) are in English, whatever the browser says.
+EDITORS_BLUEPRINTS = frozenset({"admin", "outbox", "preview"})
 _TAG_RE = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*$")
 _forced: ContextVar[str | None] = ContextVar("newsletter_locale", default=None)
 
@@ -205,6 +207,8 @@ def web_locale() -> str:
     chosen = g.get("page_language")
     if chosen:
         return chosen
+    if request.blueprint in EDITORS_BLUEPRINTS:
+        return DEFAULT_LANGUAGE
     best = request.accept_languages.best_match(list(LANGUAGES))
     return best or DEFAULT_LANGUAGE
 

@@ -12,10 +12,12 @@ import sqlalchemy.exc
 import sqlalchemy.orm as so
 from flask import Flask
 
+from newsletter import logs
 from newsletter import mail
 from newsletter.config import ConfigError
 from newsletter.db import Database
 from newsletter.errors import NewsletterError
+from newsletter.logs import LEVELS
 
 
 class CliState:
@@ -77,11 +79,19 @@ class NewsletterGroup(click.Group):
 
 @click.group(cls=NewsletterGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="newsletter")
-def main() -> None:
+@click.option(
+    "--log-level",
+    type=click.Choice(LEVELS, case_sensitive=False),
+    default=None,
+    help="Least severe log records written to stderr (default: NEWSLETTER_LOG_LEVEL, or info).",
+)
+def main(log_level: str | None) -> None:
     """Write issues as YAML, manage subscribers, and send through Amazon SES.
 
-    Settings come from NEWSLETTER_* environment variables (see README.md).
+    Settings come from NEWSLETTER_* environment variables (see README.md). Logs go to
+    stderr with timestamps; NEWSLETTER_LOG_FORMAT=json writes them as JSON lines.
     """
+    logs.configure(level=log_level)
 
 
 def register_commands() -> None:

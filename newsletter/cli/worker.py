@@ -42,7 +42,8 @@ def run_worker(
     click.echo(
         f"Sending at up to {rate}, at most {settings.concurrency} in flight. Ctrl-C stops cleanly."
     )
-    bar = tqdm(total=total, unit="msg", dynamic_ncols=True, smoothing=0.1)
+    # A bar only on a terminal (disable=None): in a file or the journal it is one "\r" line.
+    bar = tqdm(total=total, unit="msg", dynamic_ncols=True, smoothing=0.1, disable=None)
 
     shown = [0.0]
 
