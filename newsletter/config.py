@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,9 @@ DEFAULTS: dict[str, Any] = {
     "SES_TIMEOUT": 15.0,
     # Comma-separated SNS topic ARNs whose notifications are accepted.
     "SNS_TOPIC_ARNS": "",
+    # With a domain set, List-Unsubscribe also offers mailto:u+TOKEN@DOMAIN; mail to it
+    # (SES receiving -> the SNS topic above) unsubscribes. See docs/bounces.md.
+    "UNSUBSCRIBE_MAILTO_DOMAIN": None,
     # Reject SNS messages whose signed Timestamp is older than this many seconds (0: no
     # limit). Replays are harmless anyway (deduplicated by MessageId); see docs/bounces.md.
     "SNS_MAX_AGE": 0,
@@ -120,6 +124,9 @@ _INT_KEYS = {
 }
 _FLOAT_KEYS = {"SEND_RATE", "SES_TIMEOUT"}
 _BOOL_KEYS = {"CHECK_DELIVERABILITY"}
+
+
+_DOMAIN = re.compile(r"^(?=.{4,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$")
 
 
 class ConfigError(Exception):
@@ -183,6 +190,13 @@ def load_config(
                 f"NEWSLETTER_{key} is not set (required when NEWSLETTER_ENV=production)"
             )
     config["BASE_URL"] = config["BASE_URL"].rstrip("/")
+    mailto_domain = (config.get("UNSUBSCRIBE_MAILTO_DOMAIN") or "").strip().lower() or None
+    if mailto_domain is not None and not _DOMAIN.match(mailto_domain):
+        raise ConfigError(
+            "NEWSLETTER_UNSUBSCRIBE_MAILTO_DOMAIN must be a domain name in ASCII (punycode), "
+            f"like unsubscribe.news.example.com, got {mailto_domain!r}"
+        )
+    config["UNSUBSCRIBE_MAILTO_DOMAIN"] = mailto_domain
 
     instance = instance_path or default_instance_path()
     if not config["DATABASE_URL"]:

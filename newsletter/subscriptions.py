@@ -176,9 +176,11 @@ def address_limit_key(address_key: str) -> str:
 
 
 def is_suppressed(session: so.Session, address: Address) -> bool:
-    """Tell whether an address is on the suppression list."""
-    keys = {address.key, address.ascii.lower()}
-    return session.scalar(sa.select(Suppression.id).where(Suppression.email.in_(keys))) is not None
+    """Tell whether an address is on the suppression list (by its one address key)."""
+    return (
+        session.scalar(sa.select(Suppression.id).where(Suppression.email == address.key))
+        is not None
+    )
 
 
 def lock_subscriber(session: so.Session, address: Address, name: str | None) -> Subscriber:

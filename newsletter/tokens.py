@@ -98,3 +98,22 @@ def read_unsubscribe_token(secret_key: str, token: str) -> int:
 def unsubscribe_url(base_url: str, secret_key: str, subscription_id: int) -> str:
     """Return the one-click unsubscribe URL used in the footer and List-Unsubscribe."""
     return f"{base_url}/u/{make_unsubscribe_token(secret_key, subscription_id)}"
+
+
+MAILTO_PREFIX = "u+"
+
+
+def unsubscribe_mailto(domain: str, secret_key: str, subscription_id: int) -> str:
+    """Return the mailto: URI of List-Unsubscribe (mail to it unsubscribes, via SES receiving)."""
+    token = make_unsubscribe_token(secret_key, subscription_id)
+    return f"mailto:{MAILTO_PREFIX}{token}@{domain}"
+
+
+def token_from_mailto_address(address: str, domain: str) -> str | None:
+    """Return the unsubscribe token of an address u+TOKEN@domain, or None if it is not one."""
+    local, at, host = address.strip().strip("<>").rpartition("@")
+    if not at or host.lower().rstrip(".") != domain.lower().rstrip("."):
+        return None
+    if local[: len(MAILTO_PREFIX)].lower() != MAILTO_PREFIX:
+        return None
+    return local[len(MAILTO_PREFIX) :] or None

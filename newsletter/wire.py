@@ -4,20 +4,22 @@ Building a 60 KB MIME message with the `email` package costs about 3 ms of CPU, 
 the SES call itself costs, and under the GIL that caps a worker's throughput. So the
 message is built once per issue by the one message builder (newsletter.mail.build_message)
 with markers where the reader's parts go; per reader only the four personal header fields
-are formatted and the two bodies quoted-printable encoded (binascii, in C).
+are written (by newsletter.headers, like every other field) and the two bodies
+quoted-printable encoded (binascii, in C).
 """
 
 from __future__ import annotations
 
 import binascii
-from email.headerregistry import Address as HeaderAddress
-from email.policy import SMTP
 from email.utils import format_datetime
 from email.utils import make_msgid
 
 from newsletter import clock
+from newsletter import headers
+from newsletter.lists import ListIdentity
 from newsletter.mail import OutgoingMessage
 from newsletter.mail import build_message
+from newsletter.mail import unsubscribe_fields
 
 _TO = "nl-reader@nl-reader.invalid"
 _UNSUBSCRIBE = "https://nl-reader.invalid/u/nl-unsubscribe"
@@ -50,11 +52,12 @@ class MessageTemplate:
         from_name: str | None,
         subject: str,
         reply_to: str | None,
-        list_id: str | None,
+        list_id: ListIdentity | None,
+        bulk: bool = True,
     ) -> None:
-        self.from_address = from_address
-        self.domain = from_address.rpartition("@")[2]
-        self.mime = build_message(
+        self.from_address = headers.wire_address(from_address)
+        self.domain = self.from_address.rpartition("@")[2]
+        raw = build_message(
             from_address=from_address,
             from_name=from_name,
             to_address=_TO,
@@ -64,16 +67,17 @@ class MessageTemplate:
             reply_to=reply_to,
             list_unsubscribe_url=_UNSUBSCRIBE,
             list_id=list_id,
-        ).mime
-        raw = self.mime.as_bytes(policy=SMTP)
+            bulk=bulk,
+        ).as_bytes()
         head, body = raw.split(b"\r\n\r\n", 1)
         # Header fields in order; a None entry is where a personal field goes.
         self.fields: list[bytes | None] = []
         self.order: list[bytes] = []
         for line in head.split(b"\r\n"):
-            if line[:1] in (b" ", b"\t") and self.fields and self.fields[-1] is not None:
-                self.fields[-1] += b"\r\n" + line
-                continue
+            if line[:1] in (b" ", b"\t") and self.fields:
+                if self.fields[-1] is not None:
+                    self.fields[-1] += b"\r\n" + line
+                continue  # a folded personal field is written whole by fill()
             name = line.split(b":", 1)[0].lower()
             if name in _PERSONAL:
                 self.fields.append(None)
@@ -96,15 +100,15 @@ class MessageTemplate:
         text: str,
         html: str,
         tags: dict[str, str],
+        unsubscribe_mailto: str | None = None,
     ) -> OutgoingMessage:
         """Return one reader's message, as build_message would have built it."""
-        local, _, domain = to_address.rpartition("@")
-        to = HeaderAddress(display_name=to_name or "", username=local, domain=domain)
+        recipient = headers.wire_address(to_address)
         values = {
-            b"to": SMTP.header_factory("To", str(to)).fold(policy=SMTP).encode("ascii"),
-            b"message-id": f"Message-ID: {make_msgid(domain=self.domain)}\r\n".encode(),
-            b"date": f"Date: {format_datetime(clock.now())}\r\n".encode(),
-            b"list-unsubscribe": f"List-Unsubscribe: <{unsubscribe_url}>\r\n".encode(),
+            b"to": headers.address_field("To", recipient, to_name),
+            b"message-id": headers.plain_field("Message-ID", make_msgid(domain=self.domain)),
+            b"date": headers.plain_field("Date", format_datetime(clock.now())),
+            b"list-unsubscribe": unsubscribe_fields(unsubscribe_url, unsubscribe_mailto)[0],
         }
         head = b"".join(
             values[name] if line is None else line + b"\r\n"
@@ -112,7 +116,4 @@ class MessageTemplate:
         )
         before, middle, after = self.body
         raw = head + b"\r\n" + before + _qp(text) + middle + _qp(html) + after
-        # `mime` is the issue's shared template; `raw` is this reader's message.
-        return OutgoingMessage(
-            sender=self.from_address, recipient=to_address, mime=self.mime, tags=tags, raw=raw
-        )
+        return OutgoingMessage(sender=self.from_address, recipient=recipient, raw=raw, tags=tags)

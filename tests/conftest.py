@@ -28,6 +28,7 @@ from flask import Flask
 from newsletter import clock as clock_module
 from newsletter import create_app
 from newsletter import migrations
+from newsletter.addresses import address_key
 from newsletter.cli import CliState
 from newsletter.cli import main as cli_main
 from newsletter.db import Base
@@ -271,11 +272,10 @@ def make_subscriber(db_session: so.Session) -> Callable[..., Subscription]:
         **overrides: Any,
     ) -> Subscription:
         email = email or f"reader{next(counter)}@example.com"
-        subscriber = db_session.scalar(
-            sa.select(Subscriber).where(Subscriber.email == email.lower())
-        )
+        key = address_key(email)
+        subscriber = db_session.scalar(sa.select(Subscriber).where(Subscriber.email == key))
         if subscriber is None:
-            subscriber = Subscriber(email=email.lower(), display_email=email, name=name)
+            subscriber = Subscriber(email=key, display_email=email, name=name)
             db_session.add(subscriber)
             db_session.flush()
         now = clock_module.now()

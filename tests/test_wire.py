@@ -7,6 +7,7 @@ import email.policy
 
 import pytest
 
+from newsletter.lists import ListIdentity
 from newsletter.mail import build_message
 from newsletter.wire import MessageTemplate
 
@@ -30,7 +31,9 @@ def test_fast_path_matches_build_message(to_address, to_name):
         "from_name": "o11y weekly",
         "subject": "o11y news #42: Unlocking the Kernel — größer",
         "reply_to": "editor@example.com",
-        "list_id": '"o11y weekly" <weekly.news.example.com>',
+        "list_id": ListIdentity(
+            "o11y weekly", "weekly.news.example.com", "https://news.example.com/archive"
+        ),
     }
     text, html = TEXT.format(u=url), HTML
     slow = build_message(

@@ -46,8 +46,10 @@ class IssueRenderer:
         mailing_list: MailingList,
         base_url: str,
         secret_key: str,
+        mailto_domain: str | None = None,
     ) -> None:
         self.issue_id = issue_id
+        self.mailto_domain = mailto_domain
         self.subject = subject
         self.html = html
         self.text = text
@@ -73,6 +75,7 @@ class IssueRenderer:
             mailing_list=mailing_list,
             base_url=config["BASE_URL"],
             secret_key=config["SECRET_KEY"],
+            mailto_domain=config.get("UNSUBSCRIBE_MAILTO_DOMAIN"),
         )
 
     def message(
@@ -87,8 +90,13 @@ class IssueRenderer:
         """Return one reader's message with their own unsubscribe link and SES tags."""
         from newsletter.composer import render_for_reader
 
+        mailto = None
         if subscription_id is not None:
             unsubscribe = tokens.unsubscribe_url(self.base_url, self.secret_key, subscription_id)
+            if self.mailto_domain:
+                mailto = tokens.unsubscribe_mailto(
+                    self.mailto_domain, self.secret_key, subscription_id
+                )
         else:
             # A test copy to someone who is not on the list: the link leads to a polite 4xx.
             unsubscribe = f"{self.base_url}/u/test-copy"
@@ -115,6 +123,7 @@ class IssueRenderer:
             to_address=email,
             to_name=name,
             unsubscribe_url=unsubscribe,
+            unsubscribe_mailto=mailto,
             text=text,
             html=html,
             tags=tags,
@@ -185,6 +194,7 @@ def send_test_copies(
         mailing_list=plan.mailing_list,
         base_url=config["BASE_URL"],
         secret_key=config["SECRET_KEY"],
+        mailto_domain=config.get("UNSUBSCRIBE_MAILTO_DOMAIN"),
     )
     messages = []
     for raw in addresses:
