@@ -17,6 +17,7 @@ import click
 
 from newsletter.config import ConfigError
 from newsletter.errors import NewsletterError
+from newsletter.logs import LEVELS
 
 if TYPE_CHECKING:
     import sqlalchemy.orm as so
@@ -160,10 +161,20 @@ class MainGroup(NewsletterGroup):
 
 @click.group(cls=MainGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="newsletter")
-def main() -> None:
+@click.option(
+    "--log-level",
+    type=click.Choice(LEVELS, case_sensitive=False),
+    default=None,
+    help="Least severe log records written to stderr (default: NEWSLETTER_LOG_LEVEL, or info).",
+)
+def main(log_level: str | None) -> None:
     """Write issues as YAML, manage subscribers, and send through Amazon SES.
 
     Settings come from NEWSLETTER_* environment variables (see README.md). On a laptop,
     run commands with NEWSLETTER_ENV=development (SQLite and .eml files under instance/).
-    Each command has --help.
+    Logs go to stderr with timestamps; NEWSLETTER_LOG_FORMAT=json writes them as JSON
+    lines. Each command has --help.
     """
+    from newsletter import logs
+
+    logs.configure(level=log_level)

@@ -38,7 +38,8 @@ def run_worker(
 
     pace_words = f"at up to {pace.max_rate:g}/s" if pace.max_rate else "with no rate limit"
     click.echo(f"Sending {pace_words}, {settings.concurrency} at a time. Ctrl-C stops cleanly.")
-    bar = tqdm(total=total, unit="msg", dynamic_ncols=True, smoothing=0.1)
+    # A bar only on a terminal (disable=None): in a file or the journal it is one "\r" line.
+    bar = tqdm(total=total, unit="msg", dynamic_ncols=True, smoothing=0.1, disable=None)
 
     def on_progress(progress: sending.Progress) -> None:
         done = progress.sent + progress.failed + progress.suppressed

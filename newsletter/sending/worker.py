@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
@@ -24,6 +25,7 @@ import sqlalchemy.exc
 import sqlalchemy.orm as so
 
 from newsletter import clock
+from newsletter import logs
 from newsletter.db import Database
 from newsletter.mail import AccountPausedError
 from newsletter.mail import Mailer
@@ -206,11 +208,14 @@ class DeliveryWorker:
     def run(self, *, until_idle: bool = False) -> Progress:
         """Deliver until stopped (or, with until_idle, until nothing is left to send)."""
         previous = self._install_signal_handlers()
+        bound = logs.WORKER_ID.set(self.id)  # on every record logged by this worker
         try:
             self._register()
             self.pacer.setup()
             with ThreadPoolExecutor(
-                max_workers=self.settings.concurrency, thread_name_prefix="send"
+                max_workers=self.settings.concurrency,
+                thread_name_prefix="send",
+                initializer=functools.partial(logs.bind, worker_id=self.id),
             ) as pool:
                 try:
                     self._loop(pool, until_idle)
@@ -220,6 +225,7 @@ class DeliveryWorker:
         finally:
             self.database.dispose()
             self._restore_signal_handlers(previous)
+            logs.WORKER_ID.reset(bound)
         return self.progress
 
     def _install_signal_handlers(self) -> dict[int, Any]:
@@ -390,6 +396,7 @@ class DeliveryWorker:
 
     def _send(self, job: Job) -> None:
         outcome = Outcome(job)
+        bound = logs.ISSUE_ID.set(job.issue_id)
         try:
             message = self._renderers[job.issue_id].message(
                 email=job.email,
@@ -408,6 +415,8 @@ class DeliveryWorker:
             outcome.message_id = self.mailer.send(message)
         except Exception as exc:  # every failure is recorded on the row, none is lost
             outcome.error = exc
+        finally:
+            logs.ISSUE_ID.reset(bound)
         self._results.put(outcome)
 
     # -- one transaction per round: outcomes in, next messages marked sending --
@@ -513,7 +522,12 @@ class DeliveryWorker:
                 elif isinstance(error, TransientError):
                     row["error"] = f"gave up after {job.attempts + 1} attempts: {error}"
                 else:
-                    log.error("could not send delivery %s", job.delivery_id, exc_info=error)
+                    log.error(
+                        "could not send delivery %s",
+                        job.delivery_id,
+                        exc_info=error,
+                        extra={"issue_id": job.issue_id},
+                    )
                     row["error"] = f"{type(error).__name__}: {error}"
                 self.progress.failed += 1
                 streak.append(job.delivery_id)
@@ -562,6 +576,7 @@ class DeliveryWorker:
             .values(status=IssueStatus.PAUSED, paused_reason=reason, resume_at=resume_at)
         )
         self.progress.paused[issue_id] = reason
+        log.warning("issue paused: %s", reason, extra={"issue_id": issue_id})
         self._release_buffered(session, {issue_id})
 
     def _release_buffered(self, session: so.Session, issue_ids: set[int]) -> None:
