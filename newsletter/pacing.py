@@ -35,6 +35,8 @@ PACE_NAME = "ses"
 SES_RATE_SHARE = 1.0
 # How long to reserve ahead: short, so a slow worker wastes little of the budget.
 RESERVE_HORIZON = 0.1
+# A worker reserves again when the slots it holds run out within this time.
+REFILL_AHEAD = RESERVE_HORIZON / 2
 # The shared rate changes at most once per window (SES counts its rate per second).
 RATE_WINDOW = 1.0
 # The lowest rate throttling can bring the pace down to, as a share of the maximum.
@@ -346,6 +348,12 @@ class Pacer:
                 return None
             return row.quota_max - row.quota_sent - row.quota_used_since
 
+    def batch(self) -> int:
+        """How many slots one reservation hands out at most (0 without a limit)."""
+        if self.unlimited:
+            return 0
+        return max(1, math.floor(self._rate * RESERVE_HORIZON))
+
     def reserve(self, wanted: int) -> list[float]:
         """Reserve up to `wanted` slots; return their Unix times (spaced 1/rate apart).
 
@@ -359,7 +367,7 @@ class Pacer:
             return [now] * wanted
         if self._window.due(now):
             self.adjust_rate()
-        count = min(wanted, max(1, math.floor(self._rate * RESERVE_HORIZON)))
+        count = min(wanted, self.batch())
         table = SendPace.__table__
         greatest = sa.func.greatest if self._postgres else sa.func.max
         with self._connection() as connection:

@@ -9,4 +9,4 @@ STALE_SLOT = 0.01
 # message goes back in line for a new one: sending anyway would bunch messages up.
 LATE_SLOT = 0.02
 # Hand a message to a thread this long before its slot (the thread waits the rest).
-SLOT_LEAD = 0.005
+SLOT_LEAD = 0.02
