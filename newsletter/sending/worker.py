@@ -164,6 +164,7 @@ class DeliveryWorker:
         self._throttles = 0
         # SES call times, measured by the threads, read by the main thread only.
         self.latency = LatencyGauge()
+        self._pace_binds = True
 
     # -- lifecycle --
 
@@ -273,7 +274,13 @@ class DeliveryWorker:
 
     def in_flight_limit(self) -> int:
         """How many calls to keep in flight now: the rate in force x measured latency."""
-        return in_flight_for(self.pacer.rate, self.latency.value(), self.settings.concurrency)
+        rate, latency = self.pacer.rate, self.latency.value()
+        # Whether the rate may bind: unless the cap on calls in flight keeps the send far
+        # below it (twice over), a message sent after its slot could bunch up with others.
+        self._pace_binds = rate is not None and (
+            latency is None or rate * latency < 2 * self.settings.concurrency
+        )
+        return in_flight_for(rate, latency, self.settings.concurrency)
 
     def _wait_time(self) -> float:
         if self._pending:
@@ -309,7 +316,7 @@ class DeliveryWorker:
         free = self.in_flight_limit() - self._in_flight + len(self._pending)
         if free <= 0:
             return []
-        if len(self._buffer) < max(free, self.pacer.batch()):
+        if len(self._buffer) < max(free, min(self.pacer.batch(), self.settings.batch_size // 2)):
             self._claim()
         if not self._buffer:
             return []
@@ -327,7 +334,7 @@ class DeliveryWorker:
                     self._pause_buffered_for_quota()
                     return []
         now = time.time()
-        while self._slots and self._slots[0] < now - STALE_SLOT:
+        while self._pace_binds and self._slots and self._slots[0] < now - STALE_SLOT:
             self._slots.popleft()
             self._unused_slots += 1
         due = []
@@ -425,7 +432,7 @@ class DeliveryWorker:
             delay = job.slot - time.time()
             if delay > 0:
                 time.sleep(delay)
-            elif delay < -LATE_SLOT:
+            elif delay < -LATE_SLOT and self._pace_binds:
                 outcome.late = True
                 self._results.put(outcome)
                 return
