@@ -22,6 +22,7 @@ import sqlalchemy.orm as so
 
 from newsletter import clock
 from newsletter import mail
+from newsletter import metrics
 from newsletter import ratelimits
 from newsletter import suppressions
 from newsletter import tokens
@@ -348,6 +349,14 @@ def _event(session: so.Session, subscription: Subscription, reason: str, ip: str
     )
 
 
+# What each status change counts in the metrics (signups include re-signups).
+_COUNTERS = {
+    SubscriptionStatus.PENDING: metrics.SIGNUPS,
+    SubscriptionStatus.ACTIVE: metrics.CONFIRMATIONS,
+    SubscriptionStatus.UNSUBSCRIBED: metrics.UNSUBSCRIBES,
+}
+
+
 def _set_status(
     session: so.Session,
     subscription: Subscription,
@@ -359,6 +368,9 @@ def _set_status(
     subscription.status = status
     subscription.status_changed_at = now
     _event(session, subscription, reason, ip)
+    counter = _COUNTERS.get(status)
+    if counter is not None:
+        metrics.count_on_commit(session, counter)
 
 
 # --- The confirmation email ---------------------------------------------------------------

@@ -26,6 +26,7 @@ import sqlalchemy.orm as so
 
 from newsletter import clock
 from newsletter import logs
+from newsletter import metrics
 from newsletter.db import Database
 from newsletter.mail import AccountPausedError
 from newsletter.mail import Mailer
@@ -531,6 +532,7 @@ class DeliveryWorker:
                     row["error"] = f"{type(error).__name__}: {error}"
                 self.progress.failed += 1
                 streak.append(job.delivery_id)
+            metrics.message_done(job.issue_id, error, row["status"] is DeliveryStatus.FAILED)
             updates.append(row)
         # Only rows still in flight take our result: an SNS event (delivery, bounce) may
         # already have recorded a later state, and must not be turned back into "sent".
@@ -657,6 +659,7 @@ class DeliveryWorker:
             if reason is not None:
                 marks.append({**base, "status": DeliveryStatus.SUPPRESSED, "error": reason})
                 self.progress.suppressed += 1
+                metrics.SUPPRESSED.labels(issue=str(job.issue_id)).inc()
             else:
                 marks.append({**base, "status": DeliveryStatus.SENDING, "error": None})
                 ready.append(job)
