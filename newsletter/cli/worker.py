@@ -36,8 +36,8 @@ def run_worker(
             query = query.where(Delivery.issue_id == issue_id)
         total = session.scalar(query) or 0
 
-    rate = f"{pace.max_rate:g}/s" if pace.max_rate else "no limit"
-    click.echo(f"Sending at up to {rate}, {settings.concurrency} at a time. Ctrl-C stops cleanly.")
+    pace_words = f"at up to {pace.max_rate:g}/s" if pace.max_rate else "with no rate limit"
+    click.echo(f"Sending {pace_words}, {settings.concurrency} at a time. Ctrl-C stops cleanly.")
     # A bar only on a terminal (disable=None): in a file or the journal it is one "\r" line.
     bar = tqdm(total=total, unit="msg", dynamic_ncols=True, smoothing=0.1, disable=None)
 
