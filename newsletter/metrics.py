@@ -15,19 +15,21 @@ from typing import Any
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
-from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client import REGISTRY
 from prometheus_client import CollectorRegistry
 from prometheus_client import Counter
 from prometheus_client import Histogram
-from prometheus_client import generate_latest
 from prometheus_client import multiprocess
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from newsletter.db import Database
 
-__all__ = ["CONTENT_TYPE_LATEST"]
+# prometheus_client opens its files in this folder as each metric is created, and a
+# missing folder would stop every process (web, CLI, worker) right here.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
 MESSAGES = Counter(
     "newsletter_messages",
@@ -129,7 +131,7 @@ def _listen() -> None:
         return
     _listening = True
     sa.event.listen(so.Session, "after_commit", _on_commit)
-    sa.event.listen(so.Session, "after_rollback", _on_rollback)
+    sa.event.listen(so.Session, "after_soft_rollback", _on_rollback)
 
 
 def _on_commit(session: so.Session) -> None:
@@ -137,8 +139,9 @@ def _on_commit(session: so.Session) -> None:
         counter.inc()
 
 
-def _on_rollback(session: so.Session) -> None:
-    session.info.pop(_PENDING, None)
+def _on_rollback(session: so.Session, previous_transaction: Any) -> None:
+    if not session.in_transaction():  # the whole transaction, not a savepoint
+        session.info.pop(_PENDING, None)
 
 
 # --- What every machine shares, read from the database ------------------------------------
@@ -250,6 +253,7 @@ def serve(database: Database, port: int, host: str = "0.0.0.0") -> Any:
         ) from None
 
 
-def exposition(database: Database) -> bytes:
-    """Return the metrics in Prometheus' text format."""
-    return generate_latest(scrape_registry(database))
+def exposition(database: Database, accept: str | None = None) -> tuple[bytes, str]:
+    """Return the metrics and their content type, in the format the scraper accepts."""
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(scrape_registry(database)), content_type

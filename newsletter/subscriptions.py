@@ -337,6 +337,14 @@ def _consent(
     subscription.consent_form = (form or "")[:MAX_FORM_LENGTH] or None
 
 
+# What each status change counts in the metrics (signups include re-signups).
+_COUNTERS = {
+    SubscriptionStatus.PENDING: metrics.SIGNUPS,
+    SubscriptionStatus.ACTIVE: metrics.CONFIRMATIONS,
+    SubscriptionStatus.UNSUBSCRIBED: metrics.UNSUBSCRIBES,
+}
+
+
 def _event(session: so.Session, subscription: Subscription, reason: str, ip: str | None) -> None:
     session.add(
         SubscriptionEvent(
@@ -347,14 +355,9 @@ def _event(session: so.Session, subscription: Subscription, reason: str, ip: str
             ip=(ip or "")[:45] or None,
         )
     )
-
-
-# What each status change counts in the metrics (signups include re-signups).
-_COUNTERS = {
-    SubscriptionStatus.PENDING: metrics.SIGNUPS,
-    SubscriptionStatus.ACTIVE: metrics.CONFIRMATIONS,
-    SubscriptionStatus.UNSUBSCRIBED: metrics.UNSUBSCRIBES,
-}
+    counter = _COUNTERS.get(subscription.status)
+    if counter is not None:
+        metrics.count_on_commit(session, counter)
 
 
 def _set_status(
@@ -368,9 +371,6 @@ def _set_status(
     subscription.status = status
     subscription.status_changed_at = now
     _event(session, subscription, reason, ip)
-    counter = _COUNTERS.get(status)
-    if counter is not None:
-        metrics.count_on_commit(session, counter)
 
 
 # --- The confirmation email ---------------------------------------------------------------

@@ -32,8 +32,10 @@ def exposition():
         response.mimetype = "text/plain"
         response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
-    body = metrics.exposition(current_app.extensions["newsletter.db"])
+    body, content_type = metrics.exposition(
+        current_app.extensions["newsletter.db"], request.headers.get("Accept")
+    )
     response = current_app.make_response((body, 200))
-    response.headers["Content-Type"] = metrics.CONTENT_TYPE_LATEST
+    response.headers["Content-Type"] = content_type
     response.headers["Cache-Control"] = "no-store"
     return response
