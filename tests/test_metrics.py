@@ -322,3 +322,17 @@ def test_gunicorn_workers_add_up_their_metrics(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_the_grafana_dashboard_uses_only_metrics_we_expose() -> None:
+    dashboard = json.loads((ROOT / "docs" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    used = {
+        re.sub(r"_(total|bucket|sum|count)$", "", name)
+        for expr in exprs
+        for name in re.findall(r"newsletter_[a-z_]+", expr)
+    }
+    source = (ROOT / "newsletter" / "metrics.py").read_text()
+    defined = set(re.findall(r'"(newsletter_[a-z_]+)"', source))
+    assert used and used <= defined, sorted(used - defined)
+    assert NAMES <= {f"{name}_total" for name in used} | {f"{name}_bucket" for name in used} | used
