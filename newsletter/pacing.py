@@ -158,12 +158,32 @@ class Pacer:
         self.unlimited = settings.max_rate is None
         self._rate = float(settings.max_rate or 1.0)
         self._postgres = database.engine.dialect.name == "postgresql"
+        # The database's clock minus this host's (seconds): slot times in the shared row
+        # are on the database's clock, so a host whose clock is off neither pushes the
+        # others' slots away nor sends early.
+        self.clock_offset = 0.0
+
+    def _db_epoch(self) -> sa.ColumnElement[float]:
+        """The database's current Unix time, as a SQL expression."""
+        if self._postgres:
+            return sa.cast(sa.extract("epoch", sa.func.clock_timestamp()), sa.Float)
+        return (sa.func.julianday("now") - 2440587.5) * 86400.0
+
+    def _measure_clock(self) -> None:
+        with self.database.engine.connect() as connection:
+            db_time = connection.scalar(sa.select(self._db_epoch()))
+        self.clock_offset = float(db_time) - time.time()
+
+    def _time(self) -> float:
+        """The database's time (Unix seconds), as this host best knows it."""
+        return time.time() + self.clock_offset
 
     def setup(self) -> None:
         """Create or update the shared row with this worker's settings."""
         if self.unlimited:
             return
-        now = time.time()
+        self._measure_clock()
+        now = self._time()
         max_rate = float(self.settings.max_rate or 0)
         with self.database.transaction() as session:
             # Workers starting together: create the row once, then everyone locks it.
@@ -250,9 +270,8 @@ class Pacer:
         """
         if wanted <= 0:
             return []
-        now = time.time()
         if self.unlimited:
-            return [now] * wanted
+            return [time.time()] * wanted
         count = min(wanted, max(1, math.floor(self._rate * RESERVE_HORIZON)))
         table = SendPace.__table__
         greatest = sa.func.greatest if self._postgres else sa.func.max
@@ -269,10 +288,11 @@ class Pacer:
                         ),
                     )
                     .values(
-                        next_slot=greatest(table.c.next_slot, now) + count / table.c.rate,
+                        next_slot=greatest(table.c.next_slot, self._db_epoch())
+                        + count / table.c.rate,
                         quota_used_since=table.c.quota_used_since + count,
                     )
-                    .returning(table.c.next_slot, table.c.rate)
+                    .returning(table.c.next_slot, table.c.rate, self._db_epoch())
                 ).first()
                 if row is not None:
                     break
@@ -286,9 +306,11 @@ class Pacer:
                 count = min(count - 1, math.floor(left))
             else:
                 raise QuotaExhausted("The SES daily sending quota is used up.")
-        end, self._rate = row
+        end, self._rate, db_time = row
+        self.clock_offset = float(db_time) - time.time()
         interval = 1.0 / self._rate
-        return [end - (count - i) * interval for i in range(count)]
+        # Slots on this host's clock: the worker waits for them with time.time().
+        return [end - self.clock_offset - (count - i) * interval for i in range(count)]
 
     def _connection(self):
         # PostgreSQL: each statement commits on its own (one round trip, no BEGIN/COMMIT);
@@ -314,7 +336,7 @@ class Pacer:
         """Raise the shared rate again, step by step, after throttling stopped."""
         if self.unlimited:
             return
-        now = time.time()
+        now = self._time()
         table = SendPace.__table__
         least = sa.func.least if self._postgres else sa.func.min
         with self.database.engine.begin() as connection:
@@ -338,7 +360,7 @@ class Pacer:
         """Slow everyone down after SES said "too many requests"; return the new rate."""
         if self.unlimited:
             return 0.0
-        now = time.time()
+        now = self._time()
         with self.database.transaction() as session:
             row = session.get(SendPace, self.name, with_for_update=True, populate_existing=True)
             if row is None:
