@@ -1,13 +1,7 @@
-"""WSGI entry point: `gunicorn wsgi:app`."""
+"""WSGI entry point in a checkout: `gunicorn wsgi:app` (installed: `newsletter.wsgi:app`)."""
 
 from __future__ import annotations
 
-import sys
+from newsletter.wsgi import app
 
-from newsletter import create_app
-from newsletter.config import ConfigError
-
-try:
-    app = create_app()
-except ConfigError as exc:  # one clear line instead of a traceback
-    sys.exit(f"newsletter: {exc}")
+__all__ = ["app"]

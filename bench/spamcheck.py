@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 from newsletter.composer import compile_issue  # noqa: E402
 from newsletter.composer import load_issue  # noqa: E402
 from newsletter.composer import render_for_reader  # noqa: E402
+from newsletter.lists import list_id_header  # noqa: E402
 from newsletter.mail import build_message  # noqa: E402
 from newsletter.models import MailingList  # noqa: E402
 from newsletter.tokens import unsubscribe_url  # noqa: E402
@@ -60,7 +61,8 @@ def build_eml(path: Path, edit_html=None) -> bytes:
         text=text,
         html=html,
         list_unsubscribe_url=unsubscribe,
-        list_id=f'"o11y news" <{mailing_list.slug}.news.example.com>',
+        list_id=list_id_header(mailing_list, "https://news.example.com"),
+        bulk=True,
     )
     return message.as_bytes()
 

@@ -7,7 +7,7 @@ import os
 from alembic import context
 
 import newsletter.models  # noqa: F401  (registers every table on the metadata)
-from newsletter.config import PROJECT_ROOT
+from newsletter.config import default_instance_path
 from newsletter.db import Base
 from newsletter.db import make_engine
 
@@ -16,7 +16,7 @@ target_metadata = Base.metadata
 
 def _url() -> str:
     return os.environ.get("NEWSLETTER_DATABASE_URL") or (
-        f"sqlite:///{PROJECT_ROOT / 'instance' / 'newsletter.db'}"
+        f"sqlite:///{default_instance_path() / 'newsletter.db'}"
     )
 
 

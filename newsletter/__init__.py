@@ -3,25 +3,30 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 from typing import Any
 
-from flask import Flask
-
-from newsletter.config import PROJECT_ROOT
+from newsletter.config import data_dir
+from newsletter.config import default_instance_path
 from newsletter.config import load_config
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the web application from NEWSLETTER_* variables, or a test dict."""
+    from flask import Flask  # here, not at import: `newsletter --help` needs no Flask
+
     overrides = dict(test_config or {})
     mailer = overrides.pop("MAILER", None)
-    instance_path = Path(overrides.pop("INSTANCE_PATH", PROJECT_ROOT / "instance"))
+    instance_path = Path(overrides.pop("INSTANCE_PATH", default_instance_path()))
     config = load_config(overrides, instance_path=instance_path)
 
     app = Flask(
         __name__,
-        template_folder=str(PROJECT_ROOT / "templates"),
-        static_folder=str(PROJECT_ROOT / "static"),
+        template_folder=str(data_dir("templates")),
+        static_folder=str(data_dir("static")),
         instance_path=str(instance_path),
         instance_relative_config=False,
     )
@@ -33,10 +38,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     )
 
     from newsletter import db
+    from newsletter import i18n
     from newsletter import mail
     from newsletter import web
 
     app.extensions["newsletter.db"] = db.Database(config["DATABASE_URL"])
     app.extensions["newsletter.mailer"] = mailer or mail.make_mailer(config)
+    i18n.init_app(app)
     web.init_app(app)
     return app

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from email_validator import EmailNotValidError
 from email_validator import validate_email
 
+from newsletter.headers import control_characters
+
 MAX_ADDRESS_LENGTH = 254
 MAX_NAME_LENGTH = 200
 
@@ -21,9 +23,33 @@ class InvalidName(ValueError):
 
 @dataclass(frozen=True)
 class Address:
-    key: str  # de-duplication key: the whole address lowercased
-    display: str  # as the reader typed it, with the domain normalized
-    ascii: str  # what goes on the wire: the domain in IDNA form
+    key: str  # the one address key: the ASCII form (IDNA domain) lowercased; see address_key
+    display: str  # as the reader typed it, with the domain normalized (Unicode)
+    ascii: str  # what goes on the wire: the domain in IDNA 2008 (punycode) form
+
+
+def key_of(ascii_address: str) -> str:
+    """Return the address key of an address already in ASCII (punycode) form."""
+    return ascii_address.lower()
+
+
+def address_key(raw: str) -> str:
+    """Return the one address key of any address (typed, stored or reported by SES).
+
+    The key is ASCII with the domain in IDNA 2008 (punycode) form, lower case: the form
+    SES reports in bounces, so subscribers, suppressions and every check agree on it. An
+    address that does not validate is only lowercased (it can match nothing mailable).
+    """
+    try:
+        return normalize_address(raw).key
+    except InvalidAddress:
+        return raw.strip().lower()
+
+
+def _non_ascii_local(candidate: str) -> str | None:
+    local = candidate.rpartition("@")[0] if "@" in candidate else ""
+    odd = [ch for ch in local if ord(ch) > 127]
+    return "".join(dict.fromkeys(odd)) if odd else None
 
 
 def normalize_address(raw: str, *, check_deliverability: bool = False) -> Address:
@@ -37,6 +63,13 @@ def normalize_address(raw: str, *, check_deliverability: bool = False) -> Addres
         raise InvalidAddress("That email address is too long.")
     if any(ch in candidate for ch in "\r\n\0"):
         raise InvalidAddress("That email address contains line breaks.")
+    odd = _non_ascii_local(candidate)
+    if odd:
+        raise InvalidAddress(
+            f"That email address has letters outside plain ASCII before the @ ({odd}): "
+            "our mail service (Amazon SES) cannot deliver to such addresses. "
+            "Please use another address."
+        )
     try:
         info = validate_email(
             candidate,
@@ -49,7 +82,7 @@ def normalize_address(raw: str, *, check_deliverability: bool = False) -> Addres
         raise InvalidAddress(f"That email address is not valid: {exc}") from None
     display = info.normalized
     ascii_form = info.ascii_email or display
-    return Address(key=display.lower(), display=display, ascii=ascii_form)
+    return Address(key=key_of(ascii_form), display=display, ascii=ascii_form)
 
 
 def clean_name(raw: str | None) -> str | None:
@@ -61,6 +94,6 @@ def clean_name(raw: str | None) -> str | None:
         return None
     if len(name) > MAX_NAME_LENGTH:
         raise InvalidName(f"Names can be at most {MAX_NAME_LENGTH} characters.")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+    if control_characters(name):
         raise InvalidName("Names cannot contain line breaks or control characters.")
     return name

@@ -3,10 +3,34 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parent
+# The checkout (an editable install runs from it); in an installed wheel, site-packages.
+PROJECT_ROOT = PACKAGE_DIR.parent
+# Where the wheel carries the checkout's top-level templates/, static/ and migrations/
+# (setup.py copies them there at build time).
+PACKAGED_DATA = PACKAGE_DIR / "package_data"
+
+
+def data_dir(name: str) -> Path:
+    """Return the templates, static or migrations folder: the wheel's, else the checkout's."""
+    packaged = PACKAGED_DATA / name
+    return packaged if packaged.is_dir() else PROJECT_ROOT / name
+
+
+def default_instance_path() -> Path:
+    """Return where the SQLite file and outbox go by default.
+
+    A checkout keeps them in its own instance/ folder; an installed package, which must
+    not write into site-packages, in instance/ under the working directory.
+    """
+    if PACKAGED_DATA.is_dir():
+        return Path.cwd() / "instance"
+    return PROJECT_ROOT / "instance"
+
 
 # Every setting the application reads, with its default. Deployment values come from
 # NEWSLETTER_<NAME> environment variables (see README "Configuration").
@@ -28,8 +52,9 @@ DEFAULTS: dict[str, Any] = {
     "SES_CONFIGURATION_SET": None,
     # Messages per second across all workers; None reads the SES account quota.
     "SEND_RATE": None,
-    # Sends in flight at once per worker process (threads; SES latency hides behind them).
-    "SEND_CONCURRENCY": 8,
+    # The most sends in flight at once per worker process (threads; SES latency hides
+    # behind them); a worker keeps as many as its rate needs at the latency it measures.
+    "SEND_CONCURRENCY": 64,
     # A worker silent for this many seconds is taken for dead: its in-flight rows
     # become "unknown" (on the same machine a vanished process is noticed at once).
     "WORKER_LEASE": 30,
@@ -39,6 +64,9 @@ DEFAULTS: dict[str, Any] = {
     "SES_TIMEOUT": 15.0,
     # Comma-separated SNS topic ARNs whose notifications are accepted.
     "SNS_TOPIC_ARNS": "",
+    # With a domain set, List-Unsubscribe also offers mailto:u+TOKEN@DOMAIN; mail to it
+    # (SES receiving -> the SNS topic above) unsubscribes. See docs/bounces.md.
+    "UNSUBSCRIBE_MAILTO_DOMAIN": None,
     # Reject SNS messages whose signed Timestamp is older than this many seconds (0: no
     # limit). Replays are harmless anyway (deduplicated by MessageId); see docs/bounces.md.
     "SNS_MAX_AGE": 0,
@@ -97,6 +125,9 @@ _INT_KEYS = {
 }
 _FLOAT_KEYS = {"SEND_RATE", "SES_TIMEOUT"}
 _BOOL_KEYS = {"CHECK_DELIVERABILITY"}
+
+
+_DOMAIN = re.compile(r"^(?=.{4,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$")
 
 
 class ConfigError(Exception):
@@ -160,8 +191,15 @@ def load_config(
                 f"NEWSLETTER_{key} is not set (required when NEWSLETTER_ENV=production)"
             )
     config["BASE_URL"] = config["BASE_URL"].rstrip("/")
+    mailto_domain = (config.get("UNSUBSCRIBE_MAILTO_DOMAIN") or "").strip().lower() or None
+    if mailto_domain is not None and not _DOMAIN.match(mailto_domain):
+        raise ConfigError(
+            "NEWSLETTER_UNSUBSCRIBE_MAILTO_DOMAIN must be a domain name in ASCII (punycode), "
+            f"like unsubscribe.news.example.com, got {mailto_domain!r}"
+        )
+    config["UNSUBSCRIBE_MAILTO_DOMAIN"] = mailto_domain
 
-    instance = instance_path or PROJECT_ROOT / "instance"
+    instance = instance_path or default_instance_path()
     if not config["DATABASE_URL"]:
         config["DATABASE_URL"] = f"sqlite:///{instance / 'newsletter.db'}"
     if not config["OUTBOX_DIR"]:

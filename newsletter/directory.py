@@ -18,10 +18,12 @@ PostgreSQL's own row estimate stands in for the total (shown as "about").
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from dataclasses import field
 from datetime import datetime
 
+import idna
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
@@ -165,7 +167,10 @@ def search_condition(session: so.Session, text: str | None) -> sa.ColumnElement[
         return None
     if len(text) > MAX_SEARCH:
         raise DirectoryError(f"The search is too long (at most {MAX_SEARCH} characters).")
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    escaped = _escape(text)
+    # Address keys are ASCII (punycode domains): "exämple" is looked for as "xn--exmple-cua".
+    ascii_form = _punycode(text)
+    extra = _escape(ascii_form) if ascii_form != text else None
     if session.get_bind().dialect.name == "sqlite":
         # SQLite's lower() and LIKE fold ASCII only: "ØRSTED" would miss "Ørsted".
         # Python's lower() on both sides does what PostgreSQL's ILIKE does.
@@ -173,16 +178,38 @@ def search_condition(session: so.Session, text: str | None) -> sa.ColumnElement[
             "nl_lower", 1, _lower, deterministic=True
         )
         pattern = f"%{escaped.lower()}%"
-        return sa.or_(
+        conditions = [
             sa.func.nl_lower(Subscriber.email).like(pattern, escape="\\"),
             sa.func.nl_lower(Subscriber.name).like(pattern, escape="\\"),
-        )
+        ]
+        if extra:
+            conditions.append(Subscriber.email.like(f"%{extra.lower()}%", escape="\\"))
+        return sa.or_(*conditions)
     # ILIKE on the plain columns is what the pg_trgm GIN indexes serve.
     pattern = f"%{escaped}%"
-    return sa.or_(
+    conditions = [
         Subscriber.email.ilike(pattern, escape="\\"),
         Subscriber.name.ilike(pattern, escape="\\"),
-    )
+    ]
+    if extra:
+        conditions.append(Subscriber.email.ilike(f"%{extra}%", escape="\\"))
+    return sa.or_(*conditions)
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _punycode(text: str) -> str:
+    """The text with each non-ASCII label (between @ and dots) in IDNA form, when it has one."""
+    pieces = re.split(r"([@.])", text)
+    for index, piece in enumerate(pieces):
+        if piece and not piece.isascii():
+            try:
+                pieces[index] = idna.encode(piece, uts46=True).decode("ascii")
+            except idna.IDNAError:
+                pass
+    return "".join(pieces)
 
 
 def _lower(value: str | None) -> str | None:

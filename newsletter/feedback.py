@@ -334,7 +334,7 @@ def _recipients(kind: FeedbackKind, payload: dict[str, Any]) -> list[tuple[str, 
 
 
 def _address_key(address: str) -> str:
-    """Return our key for an address SES reports (its IDNA domain back in Unicode)."""
+    """Return our key for an address SES reports (ASCII, punycode domain, lower case)."""
     try:
         return normalize_address(address).key
     except InvalidAddress:

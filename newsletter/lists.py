@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -11,6 +12,10 @@ from newsletter.addresses import InvalidAddress
 from newsletter.addresses import normalize_address
 from newsletter.errors import NewsletterError
 from newsletter.errors import NotFound
+from newsletter.headers import control_problem
+from newsletter.i18n import DEFAULT_LANGUAGE
+from newsletter.i18n import InvalidLanguage
+from newsletter.i18n import normalize_language
 from newsletter.models import MailingList
 
 SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
@@ -20,11 +25,22 @@ class ListError(NewsletterError):
     """A list could not be created or changed as asked."""
 
 
+def check_lines(label: str, text: str | None) -> None:
+    """Refuse control characters in a multi-line text (postal address), naming the line."""
+    for number, line in enumerate((text or "").replace("\r\n", "\n").split("\n"), start=1):
+        problem = control_problem(line.replace("\t", " "))
+        if problem:
+            raise ListError(f"{label}, line {number}: {problem}.")
+
+
 def _check_fields(name: str, from_address: str, reply_to: str | None) -> tuple[str, str | None]:
     if not name or not name.strip():
         raise ListError("The list needs a name.")
-    if len(name) > 200 or any(ord(c) < 32 for c in name):
+    if len(name) > 200:
         raise ListError("The list name must be one line of at most 200 characters.")
+    problem = control_problem(name)
+    if problem:
+        raise ListError(f"The list name {problem}.")
     try:
         sender = normalize_address(from_address).ascii
     except InvalidAddress as exc:
@@ -38,6 +54,13 @@ def _check_fields(name: str, from_address: str, reply_to: str | None) -> tuple[s
     return sender, reply
 
 
+def _check_language(language: str | None) -> str:
+    try:
+        return normalize_language(language or DEFAULT_LANGUAGE)
+    except InvalidLanguage as exc:
+        raise ListError(f"Language: {exc}") from None
+
+
 def create_list(
     session: so.Session,
     slug: str,
@@ -47,6 +70,7 @@ def create_list(
     reply_to: str | None = None,
     postal_address: str | None = None,
     description: str | None = None,
+    language: str | None = None,
 ) -> MailingList:
     """Create a list; the slug is its short name in URLs and commands."""
     if not SLUG_RE.match(slug or ""):
@@ -54,6 +78,9 @@ def create_list(
             f"{slug!r} is not a valid list slug: use lowercase letters, digits and hyphens."
         )
     sender, reply = _check_fields(name, from_address, reply_to)
+    check_lines("The postal address", postal_address)
+    check_lines("The description", description)
+    tag = _check_language(language)
     if session.scalar(sa.select(MailingList.id).where(MailingList.slug == slug)) is not None:
         raise ListError(f"A list with the slug {slug!r} already exists.")
     mailing_list = MailingList(
@@ -63,6 +90,7 @@ def create_list(
         reply_to=reply,
         postal_address=(postal_address or "").strip() or None,
         description=(description or "").strip() or None,
+        language=tag,
     )
     session.add(mailing_list)
     session.flush()
@@ -78,9 +106,14 @@ def update_list(
     reply_to: str | None = None,
     postal_address: str | None = None,
     description: str | None = None,
+    language: str | None = None,
 ) -> MailingList:
-    """Change a list's name, addresses and footer."""
+    """Change a list's name, addresses, footer and language (None keeps the language)."""
     sender, reply = _check_fields(name, from_address, reply_to)
+    check_lines("The postal address", postal_address)
+    check_lines("The description", description)
+    if language is not None:
+        mailing_list.language = _check_language(language)
     mailing_list.name = name.strip()
     mailing_list.from_address = sender
     mailing_list.reply_to = reply
@@ -103,8 +136,17 @@ def all_lists(session: so.Session) -> list[MailingList]:
     return list(session.scalars(sa.select(MailingList).order_by(MailingList.slug)))
 
 
-def list_id_header(mailing_list: MailingList, base_url: str) -> str:
-    """Return the RFC 2919 List-Id value: the slug under the site's host name."""
+class ListIdentity(NamedTuple):
+    """What the list headers of a message say: List-Id (RFC 2919) and List-Archive."""
+
+    label: str  # the list's name, written as the List-Id phrase (encoded when needed)
+    value: str  # the list id: the slug under the site's host name
+    archive_url: str | None = None
+
+
+def list_id_header(mailing_list: MailingList, base_url: str) -> ListIdentity:
+    """Return the list's identity for List-Id and List-Archive (the public web archive)."""
     host = re.sub(r"^https?://", "", base_url).split("/")[0].split(":")[0] or "localhost"
-    name = mailing_list.name.replace('"', "").replace("\\", "")
-    return f'"{name}" <{mailing_list.slug}.{host}>'
+    host = host.strip("[]").replace(":", "-") or "localhost"
+    archive = f"{base_url.rstrip('/')}/archive?list={mailing_list.slug}"
+    return ListIdentity(mailing_list.name, f"{mailing_list.slug}.{host}", archive)

@@ -7,43 +7,67 @@ import threading
 import uuid
 from collections.abc import Iterable
 from collections.abc import Mapping
-from dataclasses import dataclass
-from dataclasses import field
-from email.headerregistry import Address as HeaderAddress
+from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import SMTP
+from email.policy import default
 from email.utils import format_datetime
 from email.utils import make_msgid
 from pathlib import Path
+from typing import TYPE_CHECKING
 from typing import Any
 from typing import Protocol
 
 from newsletter import clock
+from newsletter import headers as headers_module
+
+if TYPE_CHECKING:
+    from newsletter.lists import ListIdentity
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
 class OutgoingMessage:
-    """A complete MIME message plus what the transport needs beside it."""
+    """A complete message as it goes on the wire, plus what the transport needs beside it."""
 
-    sender: str  # envelope From (the list's address)
-    recipient: str  # the one envelope recipient
-    mime: EmailMessage
-    tags: dict[str, str] = field(default_factory=dict)
-    # Cached wire form; personalised issue mail may build the bytes directly.
-    raw: bytes | None = None
+    def __init__(
+        self, *, sender: str, recipient: str, raw: bytes, tags: Mapping[str, str] | None = None
+    ) -> None:
+        self.sender = sender  # envelope From (the list's address)
+        self.recipient = recipient  # the one envelope recipient (ASCII, punycode domain)
+        self.raw = raw
+        self.tags = dict(tags or {})
+        self._mime: EmailMessage | None = None
 
     def as_bytes(self) -> bytes:
         """Return the message as it goes on the wire (CRLF, lines under 998 octets)."""
-        if self.raw is None:
-            self.raw = self.mime.as_bytes(policy=SMTP)
         return self.raw
 
+    @property
+    def mime(self) -> EmailMessage:
+        """The message parsed back (email.policy.default): for logs, tests and the outbox."""
+        if self._mime is None:
+            self._mime = message_from_bytes(self.raw, policy=default)  # type: ignore[assignment]
+        return self._mime  # type: ignore[return-value]
 
-def _header_address(address: str, name: str | None) -> HeaderAddress:
-    local, _, domain = address.rpartition("@")
-    return HeaderAddress(display_name=name or "", username=local, domain=domain)
+
+# RFC 3834 §2 asks responders to stay quiet for mail with List-* fields or Auto-Submitted
+# other than "no"; Precedence: bulk (not standard) and X-Auto-Response-Suppress (Exchange)
+# quiet the vacation responders that look only at those.
+BULK_HEADERS = {
+    "Auto-Submitted": "auto-generated",
+    "Precedence": "bulk",
+    "X-Auto-Response-Suppress": "OOF, AutoReply",
+}
+
+
+def _body(text: str, html: str | None) -> bytes:
+    # Only our own text goes through the email package: MIME parts, never header values.
+    body = EmailMessage(policy=SMTP)
+    body.set_content(text, subtype="plain", charset="utf-8")
+    if html is not None:
+        body.add_alternative(html, subtype="html", charset="utf-8")
+    return body.as_bytes(policy=SMTP)
 
 
 def build_message(
@@ -58,37 +82,50 @@ def build_message(
     reply_to: str | None = None,
     headers: Mapping[str, str] | None = None,
     list_unsubscribe_url: str | None = None,
-    list_id: str | None = None,
+    list_unsubscribe_mailto: str | None = None,
+    list_id: ListIdentity | None = None,
+    bulk: bool = False,
     tags: Mapping[str, str] | None = None,
 ) -> OutgoingMessage:
-    """Build every outgoing message: encodings, Message-ID, Date, list headers in one place."""
-    if any(ch in subject for ch in "\r\n"):
-        raise ValueError("subject contains a line break")
-    msg = EmailMessage(policy=SMTP)
-    msg["From"] = _header_address(from_address, from_name)
-    msg["To"] = _header_address(to_address, to_name)
+    """Build every outgoing message: all header fields are written by newsletter.headers.
+
+    Editors' and readers' text (subject, list name, from name, reader's name) is encoded
+    there so that none of it can become a header line; list headers, Message-ID and Date
+    are set here, so issues, test copies, confirmations and welcome mails share them.
+    """
+    sender = headers_module.wire_address(from_address)
+    recipient = headers_module.wire_address(to_address)
+    fields = [
+        headers_module.address_field("From", sender, from_name),
+        headers_module.address_field("To", recipient, to_name),
+    ]
     if reply_to:
-        msg["Reply-To"] = reply_to
-    msg["Subject"] = subject
-    msg["Date"] = format_datetime(clock.now())
-    msg["Message-ID"] = make_msgid(domain=from_address.rpartition("@")[2])
-    msg["MIME-Version"] = "1.0"
-    if list_id:
-        msg["List-Id"] = list_id
+        fields.append(headers_module.address_field("Reply-To", reply_to))
+    fields += [
+        headers_module.unstructured("Subject", subject),
+        headers_module.plain_field("Date", format_datetime(clock.now())),
+        headers_module.plain_field("Message-ID", make_msgid(domain=sender.rpartition("@")[2])),
+    ]
+    if list_id is not None:
+        fields.append(headers_module.list_id_field(list_id.label, list_id.value))
+        if list_id.archive_url:
+            fields.append(headers_module.url_list_field("List-Archive", [list_id.archive_url]))
     if list_unsubscribe_url:
-        # RFC 8058 one-click; the URL is kept short enough never to be RFC 2047-encoded.
-        msg["List-Unsubscribe"] = f"<{list_unsubscribe_url}>"
-        msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    for name, value in (headers or {}).items():
-        if any(ch in value for ch in "\r\n"):
-            raise ValueError(f"header {name} contains a line break")
-        msg[name] = value
-    msg.set_content(text, subtype="plain", charset="utf-8")
-    if html is not None:
-        msg.add_alternative(html, subtype="html", charset="utf-8")
-    return OutgoingMessage(
-        sender=from_address, recipient=to_address, mime=msg, tags=dict(tags or {})
-    )
+        fields += unsubscribe_fields(list_unsubscribe_url, list_unsubscribe_mailto)
+    extra = {**(BULK_HEADERS if bulk else {}), **(headers or {})}
+    for name, value in extra.items():
+        fields.append(headers_module.unstructured(name, value))
+    raw = b"".join(fields) + _body(text, html)
+    return OutgoingMessage(sender=sender, recipient=recipient, raw=raw, tags=tags)
+
+
+def unsubscribe_fields(url: str, mailto: str | None = None) -> list[bytes]:
+    """Return List-Unsubscribe (never encoded: RFC 2369) and RFC 8058's List-Unsubscribe-Post."""
+    urls = [url] + ([mailto] if mailto else [])
+    return [
+        headers_module.url_list_field("List-Unsubscribe", urls),
+        b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+    ]
 
 
 # --- Errors, classified the way the sending engine acts on them (email-standards §6.5) ---

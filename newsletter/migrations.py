@@ -7,15 +7,13 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 
-from newsletter.config import PROJECT_ROOT
-
-MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
+from newsletter.config import data_dir
 
 
 def alembic_config(connection: sa.Connection | None = None) -> Config:
     """Return an Alembic config for our migrations folder, bound to a connection."""
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("script_location", str(data_dir("migrations")))
     if connection is not None:
         config.attributes["connection"] = connection
     return config

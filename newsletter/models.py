@@ -97,6 +97,8 @@ class MailingList(Base):
     reply_to: so.Mapped[str | None] = so.mapped_column(sa.String(320))
     postal_address: so.Mapped[str | None] = so.mapped_column(sa.Text)
     description: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    # BCP 47 tag: the language of the list's pages and emails (newsletter.i18n).
+    language: so.Mapped[str] = so.mapped_column(sa.String(35), default="en", server_default="en")
     created_at: so.Mapped[created]
 
     subscriptions: so.WriteOnlyMapped[Subscription] = so.relationship(back_populates="list")

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC
 from datetime import timedelta
 from functools import lru_cache
 from typing import Any
@@ -30,9 +31,10 @@ from newsletter.addresses import InvalidName
 from newsletter.addresses import clean_name
 from newsletter.addresses import normalize_address
 from newsletter.composer.mjml import compile_mjml
-from newsletter.config import PROJECT_ROOT
+from newsletter.config import data_dir
 from newsletter.db import dialect_insert
 from newsletter.errors import NewsletterError
+from newsletter.i18n import N_
 from newsletter.lists import list_id_header
 from newsletter.models import ConfirmationEmail
 from newsletter.models import MailingList
@@ -46,6 +48,10 @@ from newsletter.models import Suppression
 # the same link for this long; after that, coming back takes a new double opt-in.
 UNDO_WINDOW = timedelta(days=30)
 CAP_PERIOD = timedelta(hours=24)
+# A second signup of a pending address for the same list this soon after its confirmation
+# email (a double click, a reload, an impatient second try) sends nothing more and does not
+# count against CONFIRM_EMAILS_PER_DAY: the first email is on its way.
+REPEAT_WINDOW = timedelta(minutes=2)
 MAX_FORM_LENGTH = 500
 SOURCES = frozenset({"form", "embed", "import", "admin"})
 # Sources where the reader asked for themselves (may lift a complaint after confirming).
@@ -53,13 +59,29 @@ FORM_SOURCES = frozenset({"form", "embed"})
 
 
 class SignupError(NewsletterError):
-    """The signup form was filled in wrongly; the message tells the reader what to fix."""
+    """The signup form was filled in wrongly; the message tells the reader what to fix.
+
+    `field` names the form field, `message` is a catalogue string (shown translated) and
+    `detail` the validator's own English explanation, if any.
+    """
+
+    status_code = 422
+
+    def __init__(self, message: str, *, field: str, detail: str | None = None) -> None:
+        super().__init__(detail or message)
+        self.message = message
+        self.field = field
+        self.detail = detail
 
 
 class TokenAlreadyUsed(tokens.InvalidToken):
     """The confirmation link was used already (it works once)."""
 
     status_code = 410
+
+    def __init__(self, message: str, subscription: Subscription | None = None) -> None:
+        super().__init__(message)
+        self.subscription = subscription
 
 
 class SubscriptionGone(NewsletterError):
@@ -78,6 +100,7 @@ class SignupOutcome(enum.StrEnum):
     RATE_LIMITED = "rate_limited"  # too many posts for this address: nothing done
     REFUSED = "refused"  # not reopened (e.g. an import of someone who unsubscribed)
     RESTORED = "restored"  # an unsubscribe undone from the reader's own link
+    REPEATED = "repeated"  # the same signup again within REPEAT_WINDOW: nothing more sent
 
 
 @dataclass(frozen=True)
@@ -125,17 +148,25 @@ def subscribe(
 
 def _validate(email: str | None, name: str | None, config: Mapping[str, Any]) -> tuple:
     if email is None or not email.strip():
-        raise SignupError("Please enter your email address.")
+        raise SignupError(N_("Please enter your email address."), field="email")
     try:
         address = normalize_address(
             email, check_deliverability=bool(config.get("CHECK_DELIVERABILITY"))
         )
     except InvalidAddress as exc:
-        raise SignupError(str(exc)) from None
+        raise SignupError(
+            N_("That does not look like an email address we can write to: please check it."),
+            field="email",
+            detail=str(exc),
+        ) from None
     try:
         clean = clean_name(name)
     except InvalidName as exc:
-        raise SignupError(str(exc)) from None
+        raise SignupError(
+            N_("Please give a name of at most 200 characters on one line, or leave it empty."),
+            field="name",
+            detail=str(exc),
+        ) from None
     return address, clean
 
 
@@ -145,9 +176,11 @@ def address_limit_key(address_key: str) -> str:
 
 
 def is_suppressed(session: so.Session, address: Address) -> bool:
-    """Tell whether an address is on the suppression list."""
-    keys = {address.key, address.ascii.lower()}
-    return session.scalar(sa.select(Suppression.id).where(Suppression.email.in_(keys))) is not None
+    """Tell whether an address is on the suppression list (by its one address key)."""
+    return (
+        session.scalar(sa.select(Suppression.id).where(Suppression.email == address.key))
+        is not None
+    )
 
 
 def lock_subscriber(session: so.Session, address: Address, name: str | None) -> Subscriber:
@@ -258,6 +291,14 @@ def _open_pending(
         subscription.confirm_nonce = None  # a new opt-in gets a new link
         _consent(subscription, source, ip, form, now)
     else:  # pending: a reminder, with the latest request as the proof
+        last_sent = session.scalar(
+            sa.select(sa.func.max(ConfirmationEmail.sent_at)).where(
+                ConfirmationEmail.subscriber_id == subscriber.id,
+                ConfirmationEmail.list_id == mailing_list.id,
+            )
+        )
+        if last_sent is not None and now - _aware(last_sent) < REPEAT_WINDOW:
+            return SignupResult(SignupOutcome.REPEATED, subscription)
         _consent(subscription, source, ip, form, now)
 
     sent_today = session.scalar(
@@ -280,6 +321,11 @@ def _open_pending(
         session, confirmation_message(subscription, subscriber, mailing_list, address, config)
     )
     return SignupResult(SignupOutcome.SENT, subscription)
+
+
+def _aware(moment: Any) -> Any:
+    # SQLite hands back naive datetimes; every stored time is UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _consent(
@@ -321,7 +367,7 @@ def _set_status(
 @lru_cache(maxsize=1)
 def _templates() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(PROJECT_ROOT / "templates")),
+        loader=jinja2.FileSystemLoader(str(data_dir("templates"))),
         autoescape=lambda name: bool(name) and name.endswith(".mjml.j2"),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
@@ -404,16 +450,19 @@ def pending_for_token(
     )
     subscription = session.get(Subscription, subscription_id, with_for_update=lock)
     if subscription is None:
-        raise tokens.InvalidToken("This confirmation link is not valid any more.")
+        raise tokens.InvalidToken(N_("This confirmation link is not valid any more."))
     current = subscription.confirm_nonce
     if current is None or not hmac.compare_digest(current, nonce):
         if subscription.status is SubscriptionStatus.ACTIVE:
             raise TokenAlreadyUsed(
-                "This confirmation link has been used already: you are subscribed."
+                N_("This confirmation link has been used already: you are subscribed."),
+                subscription,
             )
-        raise TokenAlreadyUsed("This confirmation link has been used already or was replaced.")
+        raise TokenAlreadyUsed(
+            N_("This confirmation link has been used already or was replaced."), subscription
+        )
     if subscription.status is not SubscriptionStatus.PENDING:
-        raise tokens.InvalidToken("This subscription is not waiting for a confirmation.")
+        raise tokens.InvalidToken(N_("This subscription is not waiting for a confirmation."))
     return subscription
 
 
@@ -443,7 +492,7 @@ def subscription_for_unsubscribe_token(
     subscription_id = tokens.read_unsubscribe_token(config["SECRET_KEY"], token)
     subscription = session.get(Subscription, subscription_id, with_for_update=lock)
     if subscription is None:
-        raise SubscriptionGone("This address is no longer on our lists: nothing more to do.")
+        raise SubscriptionGone(N_("This address is no longer on our lists: nothing more to do."))
     return subscription
 
 

@@ -20,6 +20,7 @@ import sqlalchemy.orm as so
 
 from newsletter import clock
 from newsletter.addresses import InvalidAddress
+from newsletter.addresses import address_key as key_of
 from newsletter.addresses import normalize_address
 from newsletter.errors import NewsletterError
 from newsletter.errors import NotFound
@@ -45,9 +46,9 @@ def address_key(raw: str) -> str:
 
 
 def is_suppressed(session: so.Session, email: str) -> bool:
-    """Tell whether an address (its lowercased key) must never be mailed."""
+    """Tell whether an address (in any form: its one address key is looked up) is suppressed."""
     return (
-        session.scalar(sa.select(Suppression.id).where(Suppression.email == email.lower()))
+        session.scalar(sa.select(Suppression.id).where(Suppression.email == key_of(email)))
         is not None
     )
 
@@ -58,13 +59,13 @@ def may_send_confirmation(session: so.Session, email: str) -> bool:
     A bounced address would bounce again; a complained one may sign up afresh, because
     double opt-in is the one way back after a complaint.
     """
-    suppression = session.scalar(sa.select(Suppression).where(Suppression.email == email.lower()))
+    suppression = session.scalar(sa.select(Suppression).where(Suppression.email == key_of(email)))
     return suppression is None or suppression.reason in _LIFTED_BY_OPT_IN
 
 
 def lift_after_opt_in(session: so.Session, email: str) -> bool:
     """Remove a complaint suppression once the reader confirmed a fresh signup; True if lifted."""
-    suppression = session.scalar(sa.select(Suppression).where(Suppression.email == email.lower()))
+    suppression = session.scalar(sa.select(Suppression).where(Suppression.email == key_of(email)))
     if suppression is None or suppression.reason not in _LIFTED_BY_OPT_IN:
         return False
     log.info("suppression of %s lifted by a confirmed signup", email)
@@ -76,7 +77,7 @@ def suppress(
     session: so.Session, email: str, reason: SuppressionReason, detail: str | None = None
 ) -> Suppression:
     """Add an address to the list (a complaint outranks any other reason already there)."""
-    key = email.lower()
+    key = key_of(email)
     suppression = session.scalar(sa.select(Suppression).where(Suppression.email == key))
     if suppression is None:
         # A savepoint, so a concurrent insert of the same address (two webhooks at
@@ -106,7 +107,7 @@ def set_subscriptions(
     subscriptions = session.scalars(
         sa.select(Subscription)
         .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
-        .where(Subscriber.email == email.lower(), Subscription.status.in_(from_statuses))
+        .where(Subscriber.email == key_of(email), Subscription.status.in_(from_statuses))
         .with_for_update(of=Subscription)
     ).all()
     now = clock.now()
@@ -191,7 +192,7 @@ def import_ses(session: so.Session, client: Any, progress: Any = None) -> Import
         page = client.list_suppressed_destinations(**kwargs)
         for summary in page.get("SuppressedDestinationSummaries", []):
             seen += 1
-            key = str(summary["EmailAddress"]).strip().lower()
+            key = key_of(str(summary["EmailAddress"]))
             ses_reason = _SES_REASONS.get(summary.get("Reason", ""), "unknown reason")
             if not is_suppressed(session, key):
                 suppress(

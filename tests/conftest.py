@@ -7,6 +7,7 @@ NEWSLETTER_TEST_BACKENDS=sqlite for a quick local run; CI runs both.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import socket
@@ -28,6 +29,7 @@ from flask import Flask
 from newsletter import clock as clock_module
 from newsletter import create_app
 from newsletter import migrations
+from newsletter.addresses import address_key
 from newsletter.cli import CliState
 from newsletter.cli import main as cli_main
 from newsletter.db import Base
@@ -73,6 +75,19 @@ def _loopback_only(self: socket.socket, address: Any) -> Any:
 @pytest.fixture(autouse=True)
 def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", _loopback_only)
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """Put the root logger back as it was after a test that calls newsletter.logs.configure."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    filters = {handler: list(handler.filters) for handler in handlers}
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for handler, kept in filters.items():
+        handler.filters[:] = kept
 
 
 # --- Databases --------------------------------------------------------------------------
@@ -271,11 +286,10 @@ def make_subscriber(db_session: so.Session) -> Callable[..., Subscription]:
         **overrides: Any,
     ) -> Subscription:
         email = email or f"reader{next(counter)}@example.com"
-        subscriber = db_session.scalar(
-            sa.select(Subscriber).where(Subscriber.email == email.lower())
-        )
+        key = address_key(email)
+        subscriber = db_session.scalar(sa.select(Subscriber).where(Subscriber.email == key))
         if subscriber is None:
-            subscriber = Subscriber(email=email.lower(), display_email=email, name=name)
+            subscriber = Subscriber(email=key, display_email=email, name=name)
             db_session.add(subscriber)
             db_session.flush()
         now = clock_module.now()

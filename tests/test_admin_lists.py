@@ -65,7 +65,7 @@ def test_create_a_list(admin_client: Any, db_session: Any) -> None:
         ("slug", "Bad Slug", "is not a valid list slug"),
         ("slug", "", "is not a valid list slug"),
         ("name", "  ", "The list needs a name."),
-        ("name", "two\nlines", "The list name must be one line of at most 200 characters."),
+        ("name", "two\nlines", "The list name contains control characters (U+000A (LINE FEED))"),
         ("from_address", "not-an-address", "From address:"),
         ("reply_to", "also@bad@", "Reply-to address:"),
     ],

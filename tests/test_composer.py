@@ -17,6 +17,7 @@ from newsletter.composer import load_issue_text
 from newsletter.composer import render_for_reader
 from newsletter.composer import render_web_version
 from newsletter.composer.issue_email import GMAIL_CLIP_BYTES
+from newsletter.lists import ListIdentity
 from newsletter.mail import build_message
 from newsletter.models import MailingList
 
@@ -216,7 +217,7 @@ def test_non_ascii_round_trips_through_mime(example) -> None:
         text=example["text"],
         html=example["html"],
         list_unsubscribe_url=UNSUBSCRIBE,
-        list_id="<o11y-news.news.example.com>",
+        list_id=ListIdentity("o11y news", "o11y-news.news.example.com"),
     )
     raw = message.as_bytes()
     assert max(len(line) for line in raw.split(b"\r\n")) <= 998

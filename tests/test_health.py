@@ -12,7 +12,8 @@ def test_healthz(client):
 def test_unknown_page_is_a_clear_404(client):
     response = client.get("/no-such-page")
     assert response.status_code == 404
-    assert b"Not Found" in response.data
+    assert b"Page not found" in response.data
+    assert b'href="/"' in response.data  # a way home
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert "default-src 'self'" in response.headers["Content-Security-Policy"]
 

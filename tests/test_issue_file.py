@@ -293,3 +293,59 @@ def test_load_issue_reads_files_and_reports_unreadable_ones(tmp_path) -> None:
 def test_oversized_file_is_refused() -> None:
     errors = errors_of(VALID + "intro: |\n" + ("  " + "x" * 99 + "\n") * 11_000)
     assert errors == ["issue.yaml:1: file: too large (at most 1 MB)"]
+
+
+# YAML escapes reach every control character; each is refused with the field and line.
+CONTROL_ESCAPES = [
+    ("\\x00", "U+0000 (NUL)"),
+    ("\\x1b", "U+001B (ESCAPE)"),
+    ("\\v", "U+000B (VERTICAL TAB)"),
+    ("\\f", "U+000C (FORM FEED)"),
+    ("\\x1c", "U+001C"),
+    ("\\x1d", "U+001D"),
+    ("\\x1e", "U+001E"),
+    ("\\x7f", "U+007F"),
+    ("\\N", "U+0085 (NEXT LINE)"),
+    ("\\x9b", "U+009B"),
+    ("\\L", "U+2028 (LINE SEPARATOR)"),
+    ("\\P", "U+2029 (PARAGRAPH SEPARATOR)"),
+]
+
+
+@pytest.mark.parametrize(("escape", "named"), CONTROL_ESCAPES, ids=[n for _, n in CONTROL_ESCAPES])
+@pytest.mark.parametrize(
+    ("field", "where"),
+    [
+        ("subject", 'subject: "Issue{c}42"\n'),
+        ("preheader", 'preheader: "a{c}b"\n'),
+        ("title", None),
+        ("sections[0].items[0].title", None),
+        ("sections[0].items[0].body", None),
+    ],
+)
+def test_control_characters_are_refused_naming_field_and_line(escape, named, field, where):
+    if field == "title":
+        text = VALID.replace("title: Unlocking the Kernel", f'title: "Unlocking{escape}Kernel"')
+        line = 1
+    elif field == "sections[0].items[0].title":
+        text = VALID.replace("- title: Unlocking The Kernel", f'- title: "A{escape}B"')
+        line = 6
+    elif field == "sections[0].items[0].body":
+        text = VALID.replace(
+            "body: It has been", f'body: "First line\\n\\nsecond {escape} line, has been'
+        ).replace("eBPF.\n", 'eBPF."\n')
+        line = 8
+    else:
+        text = VALID + where.format(c=escape)
+        line = 9
+    (error,) = errors_of(text)
+    assert error.startswith(f"issue.yaml:{line}: {field}: contains the control character")
+    assert named in error
+
+
+def test_tabs_and_line_breaks_stay_allowed_in_markdown():
+    text = VALID.replace(
+        "body: It has been an incredible couple of years for eBPF.",
+        "body: |\n          First\tparagraph.\n\n          Second.",
+    )
+    assert load_issue_text(text).sections[0].items[0].body.startswith("First\tparagraph.")

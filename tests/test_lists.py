@@ -28,6 +28,36 @@ def test_create_and_show_lists(runner):
         (["Bad Slug", "--name", "X", "--from-address", "a@example.com"], "not a valid list slug"),
         (["ok", "--name", "X", "--from-address", "not-an-address"], "From address"),
         (["ok", "--name", "  ", "--from-address", "a@example.com"], "needs a name"),
+        (
+            [
+                "ok",
+                "--name",
+                "=?utf-8?q?Evil=0D=0AX-Injected:_yes?=\u2028",
+                "--from-address",
+                "a@b.io",
+            ],
+            "The list name contains control characters (U+2028 (LINE SEPARATOR))",
+        ),
+        *[
+            (
+                ["ok", "--name", f"o11y{ch}weekly", "--from-address", "a@example.com"],
+                f"The list name contains control characters (U+{ord(ch):04X}",
+            )
+            for ch in "\x00\x1b\x0b\x0c\x1c\x1d\x1e\x85\u2029\r\n"
+        ],
+        (
+            [
+                "ok",
+                "--name",
+                "X",
+                "--from-address",
+                "a@b.io",
+                "--postal-address",
+                "1 Street\nBer\x85lin",
+            ],
+            "The postal address, line 2: contains control characters (U+0085 (NEXT LINE))",
+        ),
+        (["ok", "--name", "X", "--from-address", "jürgen@example.com"], "From address"),
     ],
 )
 def test_bad_list_input_is_one_clear_line(runner, args, message):

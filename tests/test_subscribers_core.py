@@ -32,7 +32,7 @@ from newsletter.models import SuppressionReason
 from tests.conftest import SECRET_KEY
 
 VICTIM = "Joerg.Weiss@Exämple.ORG"
-VICTIM_KEY = "joerg.weiss@exämple.org"
+VICTIM_KEY = "joerg.weiss@xn--exmple-cua.org"  # the one address key
 VICTIM_ASCII = "joerg.weiss@xn--exmple-cua.org"
 VICTIM_NAME = "Jörg Weißmüller"
 

@@ -127,7 +127,7 @@ def test_confirmation_email_is_transactional_multipart_with_the_link(signup, out
     assert mime["Subject"] == "Please confirm your subscription to o11y weekly"
     assert mime["To"].addresses[0].display_name == "René Luçon"
     assert mime["From"].addresses[0].addr_spec == "news@example.com"
-    assert mime["List-Id"] == '"o11y weekly" <weekly.news.example.com>'
+    assert mime["List-Id"] == "o11y weekly <weekly.news.example.com>"
     assert mime["List-Unsubscribe"] is None  # transactional mail: nothing to unsubscribe from
     assert mime["Message-ID"] and mime["Date"]
     assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
@@ -138,8 +138,16 @@ def test_confirmation_email_is_transactional_multipart_with_the_link(signup, out
     assert "1 Example Street, 10115 Berlin, Germany" in html
 
 
+def _spaced(clock):
+    """Move past the repeat window, so the next signup counts as a new request."""
+    clock.advance(seconds=subscriptions.REPEAT_WINDOW.total_seconds() + 1)
+
+
 def test_at_most_three_confirmation_emails_per_address_per_day(signup, outbox, clock, db_session):
-    outcomes = [signup().outcome for _ in range(5)]
+    outcomes = []
+    for _ in range(5):
+        outcomes.append(signup().outcome)
+        _spaced(clock)
     assert outcomes == [SignupOutcome.SENT] * 3 + [SignupOutcome.CAPPED] * 2
     assert len(outbox.messages) == 3
     assert db_session.scalar(sa.select(sa.func.count(ConfirmationEmail.id))) == 3
@@ -150,19 +158,45 @@ def test_at_most_three_confirmation_emails_per_address_per_day(signup, outbox, c
     assert len(outbox.messages) == 4
 
 
-def test_cap_counts_across_lists_of_the_same_address(signup, make_list, app, db_session, outbox):
+def test_cap_counts_across_lists_of_the_same_address(
+    signup, make_list, app, db_session, outbox, clock
+):
     other = make_list(slug="daily", name="o11y daily")
     for _ in range(2):
         signup()
+        _spaced(clock)
     subscriber = db_session.scalar(sa.select(Subscriber))
     result = subscriptions.request_confirmation(
         db_session, subscriber, other, source="import", ip=None, form="import", config=app.config
     )
     assert result.outcome is SignupOutcome.SENT
+    _spaced(clock)
     result = subscriptions.request_confirmation(
         db_session, subscriber, other, source="import", ip=None, form="import", config=app.config
     )
     assert result.outcome is SignupOutcome.CAPPED
+
+
+def test_the_same_signup_again_soon_sends_nothing_and_spends_nothing(
+    signup, outbox, clock, db_session, app
+):
+    """A double click, a reload, an impatient retry: one email, one of the day's three."""
+    assert signup().outcome is SignupOutcome.SENT
+    clock.advance(seconds=1)
+    assert signup().outcome is SignupOutcome.REPEATED
+    clock.advance(seconds=subscriptions.REPEAT_WINDOW.total_seconds() - 2)
+    assert signup().outcome is SignupOutcome.REPEATED
+    assert len(outbox.messages) == 1
+    assert db_session.scalar(sa.select(sa.func.count(ConfirmationEmail.id))) == 1
+    db_session.rollback()
+    # Past the window the reader may ask again, and still has two of the day's three.
+    clock.advance(seconds=2)
+    assert signup().outcome is SignupOutcome.SENT
+    _spaced(clock)
+    assert signup().outcome is SignupOutcome.SENT
+    _spaced(clock)
+    assert signup().outcome is SignupOutcome.CAPPED
+    assert len(outbox.messages) == 3
 
 
 def test_active_address_gets_no_email(signup, outbox, make_subscriber, weekly, db_session):
@@ -344,9 +378,12 @@ def test_import_request_respects_suppression_and_unsubscribes(
     assert outbox.messages == []
 
 
-def test_address_rate_limit_does_nothing_beyond_it(app, signup, outbox, db_session):
+def test_address_rate_limit_does_nothing_beyond_it(app, signup, outbox, db_session, clock):
     app.config["SIGNUP_ADDRESS_LIMIT"] = 2
-    outcomes = [signup().outcome for _ in range(3)]
+    outcomes = []
+    for _ in range(3):
+        outcomes.append(signup().outcome)
+        _spaced(clock)
     assert outcomes == [SignupOutcome.SENT, SignupOutcome.SENT, SignupOutcome.RATE_LIMITED]
     assert len(outbox.messages) == 2
 
@@ -371,24 +408,29 @@ def test_bad_signups_raise_and_store_nothing(signup, db_session, outbox, address
     assert outbox.messages == []
 
 
-def test_concurrent_confirmation_requests_respect_the_cap(app, weekly, make_subscriber):
-    """Twenty transactions at once (signups, an import) for one address: three emails."""
+def test_concurrent_confirmation_requests_respect_the_cap(app, weekly, make_list, make_subscriber):
+    """Twenty transactions at once for one address on four lists: three emails (the cap).
+
+    Each list gets at most one (the repeat rule); the daily cap holds across the lists.
+    """
     import threading
 
     from newsletter.mail import MemoryMailer
 
     subscriber_id = make_subscriber(weekly, status=SubscriptionStatus.PENDING).subscriber_id
+    others = [make_list(slug=f"list-{n}", name=f"List {n}") for n in range(3)]
+    every_list = [weekly, *others]
     database = app.extensions["newsletter.db"]
     sent = MemoryMailer()
     threads = 20
     barrier = threading.Barrier(threads)
 
-    def worker():
+    def worker(index: int):
         session = database.session()
         try:
             barrier.wait()
             subscriber = session.get(Subscriber, subscriber_id)
-            mailing_list = session.merge(weekly, load=False)
+            mailing_list = session.merge(every_list[index % len(every_list)], load=False)
             subscriptions.request_confirmation(
                 session,
                 subscriber,
@@ -403,7 +445,7 @@ def test_concurrent_confirmation_requests_respect_the_cap(app, weekly, make_subs
         finally:
             session.close()
 
-    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    pool = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
     for thread in pool:
         thread.start()
     for thread in pool:
@@ -414,17 +456,18 @@ def test_concurrent_confirmation_requests_respect_the_cap(app, weekly, make_subs
 
 
 def test_internationalised_domain_is_stored_readably_and_mailed_in_ascii(
-    signup, outbox, db_session
+    signup, outbox, db_session, clock
 ):
     assert signup("Reader@Bücher.Example").outcome is SignupOutcome.SENT
     subscriber = db_session.scalar(sa.select(Subscriber))
     assert (subscriber.email, subscriber.display_email) == (
-        "reader@bücher.example",
+        "reader@xn--bcher-kva.example",  # the one address key: ASCII, punycode, lower case
         "Reader@bücher.example",
     )
     (message,) = outbox.messages
     assert message.recipient == "Reader@xn--bcher-kva.example"
     message.as_bytes().decode("ascii")  # the whole message is 7-bit on the wire
     # The same address typed differently is the same subscriber.
+    _spaced(clock)
     assert signup("reader@xn--bcher-kva.example").outcome is SignupOutcome.SENT
     assert db_session.scalar(sa.select(sa.func.count(Subscriber.id))) == 1

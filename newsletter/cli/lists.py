@@ -21,7 +21,7 @@ def lists(ctx: click.Context) -> None:
             if not rows:
                 click.echo("No lists yet. Create one with: newsletter lists create SLUG ...")
             for item in rows:
-                click.echo(f"{item.slug}\t{item.name}\t{item.from_address}")
+                click.echo(f"{item.slug}\t{item.name}\t{item.from_address}\t{item.language}")
 
 
 @lists.command("create")
@@ -31,6 +31,13 @@ def lists(ctx: click.Context) -> None:
 @click.option("--reply-to", default=None, help="Where replies go, if not the sender.")
 @click.option("--postal-address", default=None, help="Postal address shown in every footer.")
 @click.option("--description", default=None, help="One line shown on the signup page.")
+@click.option(
+    "--language",
+    default="en",
+    show_default=True,
+    help="BCP 47 tag (en, de, fr, es, pt, ja, pt-BR...): the language of the list's "
+    "pages and emails.",
+)
 @pass_state
 def create(
     state: CliState,
@@ -40,6 +47,7 @@ def create(
     reply_to: str | None,
     postal_address: str | None,
     description: str | None,
+    language: str,
 ) -> None:
     """Create the list SLUG (lowercase letters, digits and hyphens)."""
     with state.transaction() as session:
@@ -51,8 +59,55 @@ def create(
             reply_to=reply_to,
             postal_address=postal_address,
             description=description,
+            language=language,
         )
-        click.echo(f"Created list {created.slug!r} ({created.name}).")
+        click.echo(f"Created list {created.slug!r} ({created.name}, {created.language}).")
+
+
+@lists.command("update")
+@click.argument("slug")
+@click.option("--name", default=None, help="The publication's name, shown to readers.")
+@click.option("--from-address", default=None, help="Sender address (verified in SES).")
+@click.option("--reply-to", default=None, help="Where replies go ('' to remove).")
+@click.option("--postal-address", default=None, help="Postal address shown in every footer.")
+@click.option("--description", default=None, help="One line shown on the signup page.")
+@click.option(
+    "--language",
+    default=None,
+    help="BCP 47 tag (en, de, fr, es, pt, ja, pt-BR...): the language of the list's "
+    "pages and emails.",
+)
+@pass_state
+def update(
+    state: CliState,
+    slug: str,
+    name: str | None,
+    from_address: str | None,
+    reply_to: str | None,
+    postal_address: str | None,
+    description: str | None,
+    language: str | None,
+) -> None:
+    """Change the list SLUG: only the settings given change."""
+    with state.transaction() as session:
+        mailing_list = lists_core.get_list(session, slug)
+
+        def keep(given: str | None, current: str | None) -> str | None:
+            return current if given is None else given
+
+        lists_core.update_list(
+            session,
+            mailing_list,
+            name=keep(name, mailing_list.name) or "",
+            from_address=keep(from_address, mailing_list.from_address) or "",
+            reply_to=keep(reply_to, mailing_list.reply_to) or None,
+            postal_address=keep(postal_address, mailing_list.postal_address),
+            description=keep(description, mailing_list.description),
+            language=language,
+        )
+        click.echo(
+            f"Updated list {mailing_list.slug!r} ({mailing_list.name}, {mailing_list.language})."
+        )
 
 
 COMMANDS = [lists]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import click
 from tqdm import tqdm
 
@@ -36,11 +38,22 @@ def run_worker(
             query = query.where(Delivery.issue_id == issue_id)
         total = session.scalar(query) or 0
 
-    rate = f"{pace.max_rate:g}/s" if pace.max_rate else "no limit"
-    click.echo(f"Sending at up to {rate}, {settings.concurrency} at a time. Ctrl-C stops cleanly.")
-    bar = tqdm(total=total, unit="msg", dynamic_ncols=True, smoothing=0.1)
+    pace_words = f"at up to {pace.max_rate:g}/s" if pace.max_rate else "with no rate limit"
+    click.echo(
+        f"Sending {pace_words}, at most {settings.concurrency} in flight. Ctrl-C stops cleanly."
+    )
+    # A bar only on a terminal (disable=None): in a file or the journal it is one "\r" line.
+    bar = tqdm(total=total, unit="msg", dynamic_ncols=True, smoothing=0.1, disable=None)
+
+    shown = [0.0]
 
     def on_progress(progress: sending.Progress) -> None:
+        # Called on every round of the loop: drawing the bar each time cost more than
+        # sending (about 2 ms a message); draw it at most ten times a second.
+        now = time.monotonic()
+        if now - shown[0] < 0.1:
+            return
+        shown[0] = now
         done = progress.sent + progress.failed + progress.suppressed
         if done > bar.total:
             bar.total = done
@@ -61,6 +74,8 @@ def run_worker(
     try:
         progress = worker.run(until_idle=until_idle)
     finally:
+        shown[0] = 0.0  # the last figures, whatever the time
+        on_progress(worker.progress)
         bar.close()
     stopped = worker.stopping
     if progress.lost:
@@ -82,7 +97,8 @@ def run_worker(
     "--concurrency",
     type=click.IntRange(1, 256),
     default=None,
-    help="Messages in flight at once in this process (default: NEWSLETTER_SEND_CONCURRENCY).",
+    help="Most messages in flight at once in this process; it keeps as many as the rate "
+    "needs at the measured SES latency (default: NEWSLETTER_SEND_CONCURRENCY, 64).",
 )
 @click.option("--once", is_flag=True, help="Exit when nothing is left to send.")
 @pass_state

@@ -16,7 +16,7 @@ from newsletter.composer.issue_file import IssueDocument
 from newsletter.composer.mjml import compile_mjml
 from newsletter.composer.plaintext import build_text
 from newsletter.composer.plaintext import format_date
-from newsletter.config import PROJECT_ROOT
+from newsletter.config import data_dir
 from newsletter.models import MailingList
 
 TEMPLATE = "email/issue.mjml.j2"
@@ -44,7 +44,7 @@ class CompiledIssue:
 @functools.cache
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(PROJECT_ROOT / "templates")),
+        loader=jinja2.FileSystemLoader(str(data_dir("templates"))),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,

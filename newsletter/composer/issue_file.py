@@ -17,6 +17,8 @@ from markdown_it.token import Token
 
 from newsletter.composer import markdown
 from newsletter.errors import NewsletterError
+from newsletter.headers import CONTROL_CATEGORIES
+from newsletter.headers import describe
 
 MAX_FILE_BYTES = 1_000_000
 MAX_NODES = 50_000
@@ -205,6 +207,21 @@ class _Checker:
             if "\n" in value or "\r" in value:
                 self.error(node, path, "must be one line")
                 return None
+        odd = _control_offset(value, allow_newlines=not one_line)
+        if odd is not None:
+            offset, ch = odd
+            line = node.start_mark.line + 1
+            if node.style == "|":
+                # A literal block starts on the line after its indicator, line for line.
+                line += 1 + value.count("\n", 0, offset)
+            self.error(
+                node,
+                path,
+                f"contains the control character {describe(ch)}: "
+                + ("use plain text on one line" if one_line else "remove it"),
+                line=line,
+            )
+            return None
         if max_length is not None and len(value) > max_length:
             self.error(node, path, f"too long: {len(value)} characters (at most {max_length})")
             return None
@@ -253,6 +270,20 @@ class _Checker:
             self.error(node, path, f"{expected}, got {node.value!r}")
             return None
         return value
+
+
+def _control_offset(value: str, *, allow_newlines: bool) -> tuple[int, str] | None:
+    """Return (offset, character) of the first control character (Cc, Zl, Zp) in a value.
+
+    Markdown fields may hold line breaks and tabs; one-line fields hold none (a subject
+    with U+2028 or NUL fails at send time or goes into a header).
+    """
+    for offset, ch in enumerate(value):
+        if allow_newlines and ch in "\n\t":
+            continue
+        if unicodedata.category(ch) in CONTROL_CATEGORIES:
+            return offset, ch
+    return None
 
 
 class _TooBig(Exception):

@@ -17,12 +17,13 @@ from newsletter.addresses import Address
 from newsletter.addresses import InvalidAddress
 from newsletter.addresses import InvalidName
 from newsletter.addresses import clean_name
+from newsletter.addresses import key_of
 from newsletter.addresses import normalize_address
 from newsletter.subscribers import FORMULA_STARTS
 
 _ATEXT = r"a-zA-Z0-9_!#$%&'*+\-/=?^`{|}~"
 _PLAIN_LOCAL = re.compile(f"[{_ATEXT}]+(?:\\.[{_ATEXT}]+)*\\Z")
-_CONTROL = re.compile("[\x00-\x1f\x7f]")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 # email-validator lowercases these local parts (RFC 2142): left to the full check.
 _CASE_INSENSITIVE = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)
 
@@ -65,7 +66,7 @@ def fast_address(candidate: str) -> Address | None:
     ascii_form = f"{local}@{forms[1]}"
     if len(display) > MAX_ADDRESS_LENGTH or len(ascii_form) > MAX_ADDRESS_LENGTH:
         return None
-    return Address(key=display.lower(), display=display, ascii=ascii_form)
+    return Address(key=key_of(ascii_form), display=display, ascii=ascii_form)
 
 
 def _unescape(value: str) -> str:

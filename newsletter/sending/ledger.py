@@ -129,6 +129,11 @@ def db_now(session: so.Session) -> datetime:
     return session.scalar(sa.select(db_clock(session)))
 
 
+# PostgreSQL advisory lock key: one recovery at a time (two sweeping the same rows in
+# different orders could deadlock each other).
+RECOVERY_LOCK = 0x6E6C7277
+
+
 def recover_lost_workers(session: so.Session, *, lease: float) -> int:
     """Mark workers that stopped heart-beating as lost and recover rows left by any worker
     that is no longer running; return how many rows became unknown.
@@ -136,38 +141,55 @@ def recover_lost_workers(session: so.Session, *, lease: float) -> int:
     A worker whose heartbeat (database clock) is older than the lease is lost; on this
     machine, a worker whose process is gone is lost at once. Rows left `sending` by a
     worker that is not running (lost, crashed, or stopped with calls still in flight)
-    become `unknown`: SES may have taken them. Rows it had claimed but never started go
-    back to the queue.
+    become `unknown`: SES may have taken them. Rows a lost worker had claimed but never
+    started go back to the queue.
     """
+    if session.get_bind().dialect.name == "postgresql" and not session.scalar(
+        sa.select(sa.func.pg_try_advisory_xact_lock(RECOVERY_LOCK))
+    ):
+        return 0  # another worker is recovering right now
     now = db_now(session)
     host = socket.gethostname()[:255]
-    running = session.scalars(
-        sa.select(Worker).where(Worker.status == WorkerStatus.RUNNING).with_for_update()
+    # SKIP LOCKED: a worker whose row is locked is writing its heartbeat right now.
+    candidates = session.scalars(
+        sa.select(Worker)
+        .where(
+            Worker.status == WorkerStatus.RUNNING,
+            sa.or_(Worker.heartbeat_at < now - timedelta(seconds=lease), Worker.hostname == host),
+        )
+        .with_for_update(skip_locked=True)
     ).all()
-    for worker in running:
+    for worker in candidates:
         stale = now - worker.heartbeat_at > timedelta(seconds=lease)
         dead_here = worker.hostname == host and _process_gone(worker.pid)
-        if stale or dead_here:
-            worker.status = WorkerStatus.LOST
-            worker.stopped_at = now
-            log.warning(
-                "worker %s is lost (%s); its rows are recovered",
-                worker.id,
-                "its process is gone" if dead_here else f"no heartbeat for over {lease:g} s",
-            )
+        if not (stale or dead_here):
+            continue
+        worker.status = WorkerStatus.LOST
+        worker.stopped_at = now
+        log.warning(
+            "worker %s is lost (%s); its rows are recovered",
+            worker.id,
+            "its process is gone" if dead_here else f"no heartbeat for over {lease:g} s",
+        )
+        session.execute(
+            sa.update(Delivery)
+            .where(Delivery.claimed_by == worker.id, Delivery.status == DeliveryStatus.QUEUED)
+            .values(claimed_by=None, claimed_at=None, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
     session.flush()
+    # Rows `sending` under any worker that is not running. Only sends that can still have
+    # rows in flight: the statement stays on the (issue, status) index.
     alive = sa.select(Worker.id).where(Worker.status == WorkerStatus.RUNNING)
-    # Only sends that can still have rows in hand: keeps the statement on the index.
     open_issues = sa.select(Issue.id).where(
         Issue.status.in_((IssueStatus.SENDING, IssueStatus.PAUSED, IssueStatus.CANCELLED))
     )
-    orphaned = sa.or_(Delivery.claimed_by.is_(None), Delivery.claimed_by.not_in(alive))
     unknown = session.execute(
         sa.update(Delivery)
         .where(
             Delivery.issue_id.in_(open_issues),
             Delivery.status == DeliveryStatus.SENDING,
-            orphaned,
+            sa.or_(Delivery.claimed_by.is_(None), Delivery.claimed_by.not_in(alive)),
         )
         .values(
             status=DeliveryStatus.UNKNOWN,
@@ -178,17 +200,6 @@ def recover_lost_workers(session: so.Session, *, lease: float) -> int:
         )
         .execution_options(synchronize_session=False)
     ).rowcount
-    session.execute(
-        sa.update(Delivery)
-        .where(
-            Delivery.issue_id.in_(open_issues),
-            Delivery.status == DeliveryStatus.QUEUED,
-            Delivery.claimed_by.is_not(None),
-            Delivery.claimed_by.not_in(alive),
-        )
-        .values(claimed_by=None, claimed_at=None, updated_at=now)
-        .execution_options(synchronize_session=False)
-    )
     if unknown:
         log.warning("%s rows left sending by stopped workers are now unknown", unknown)
     return unknown or 0

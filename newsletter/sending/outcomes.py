@@ -75,6 +75,7 @@ class Outcome:
     message_id: str | None = None
     error: BaseException | None = None
     called: bool = False  # the SES call was made (or started)
+    seconds: float = 0.0  # from the thread taking it to the answer (sizes in-flight calls)
 
     @property
     def late(self) -> bool:

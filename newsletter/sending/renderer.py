@@ -22,6 +22,7 @@ from newsletter.models import SubscriptionStatus
 from newsletter.models import Suppression
 from newsletter.sending.plan import SendError
 from newsletter.sending.plan import SendPlan
+from newsletter.wire import EncodedBody
 from newsletter.wire import MessageTemplate
 
 TEST_PREFIX = "[TEST] "
@@ -46,8 +47,10 @@ class IssueRenderer:
         mailing_list: MailingList,
         base_url: str,
         secret_key: str,
+        mailto_domain: str | None = None,
     ) -> None:
         self.issue_id = issue_id
+        self.mailto_domain = mailto_domain
         self.subject = subject
         self.html = html
         self.text = text
@@ -60,6 +63,7 @@ class IssueRenderer:
         self.list_slug = mailing_list.slug
         self.list_id = list_id_header(mailing_list, base_url)
         self._templates: dict[str, MessageTemplate] = {}
+        self._bodies: tuple[EncodedBody, EncodedBody] | None = None
 
     @classmethod
     def for_issue(cls, issue: Issue, mailing_list: MailingList, config: Mapping[str, Any]):
@@ -73,7 +77,19 @@ class IssueRenderer:
             mailing_list=mailing_list,
             base_url=config["BASE_URL"],
             secret_key=config["SECRET_KEY"],
+            mailto_domain=config.get("UNSUBSCRIBE_MAILTO_DOMAIN"),
         )
+
+    def _encoded_bodies(self) -> tuple[EncodedBody, EncodedBody]:
+        # Encoded once per issue (two threads may both do it at first: same result).
+        if self._bodies is None:
+            from newsletter.composer.placeholders import template_for
+
+            self._bodies = (
+                EncodedBody(*template_for(self.text, "email")),
+                EncodedBody(*template_for(self.html, "email")),
+            )
+        return self._bodies
 
     def message(
         self,
@@ -85,16 +101,22 @@ class IssueRenderer:
         subject_prefix: str = "",
     ) -> OutgoingMessage:
         """Return one reader's message with their own unsubscribe link and SES tags."""
-        from newsletter.composer import render_for_reader
+        from newsletter.composer.placeholders import reader_values
 
+        mailto = None
         if subscription_id is not None:
             unsubscribe = tokens.unsubscribe_url(self.base_url, self.secret_key, subscription_id)
+            if self.mailto_domain:
+                mailto = tokens.unsubscribe_mailto(
+                    self.mailto_domain, self.secret_key, subscription_id
+                )
         else:
             # A test copy to someone who is not on the list: the link leads to a polite 4xx.
             unsubscribe = f"{self.base_url}/u/test-copy"
-        html, text = render_for_reader(
-            self.html, self.text, unsubscribe_url=unsubscribe, web_url=self.web_url, name=name
+        html_values, text_values = reader_values(
+            unsubscribe_url=unsubscribe, web_url=self.web_url, name=name
         )
+        text_body, html_body = self._encoded_bodies()
         # Tags are the contract with bounce handling: SES returns them in every event.
         tags = {"list": self.list_slug}
         if self.issue_id is not None and delivery_id is not None:
@@ -115,8 +137,9 @@ class IssueRenderer:
             to_address=email,
             to_name=name,
             unsubscribe_url=unsubscribe,
-            text=text,
-            html=html,
+            unsubscribe_mailto=mailto,
+            text=text_body.fill(text_values),
+            html=html_body.fill(html_values),
             tags=tags,
         )
 
@@ -185,6 +208,7 @@ def send_test_copies(
         mailing_list=plan.mailing_list,
         base_url=config["BASE_URL"],
         secret_key=config["SECRET_KEY"],
+        mailto_domain=config.get("UNSUBSCRIBE_MAILTO_DOMAIN"),
     )
     messages = []
     for raw in addresses:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
@@ -24,6 +25,7 @@ import sqlalchemy.exc
 import sqlalchemy.orm as so
 
 from newsletter import clock
+from newsletter import logs
 from newsletter.db import Database
 from newsletter.mail import Mailer
 from newsletter.mail import SesMailer
@@ -37,9 +39,11 @@ from newsletter.models import SubscriptionStatus
 from newsletter.models import Suppression
 from newsletter.models import Worker
 from newsletter.models import WorkerStatus
+from newsletter.pacing import LatencyGauge
 from newsletter.pacing import Pacer
 from newsletter.pacing import PaceSettings
 from newsletter.pacing import QuotaExhausted
+from newsletter.pacing import in_flight_for
 from newsletter.sending.ledger import QUOTA_RECHECK
 from newsletter.sending.ledger import Job
 from newsletter.sending.ledger import claim
@@ -88,7 +92,9 @@ class Progress:
 class WorkerSettings:
     """How a worker runs; defaults come from the configuration."""
 
-    concurrency: int = 8
+    # The most SES calls in flight; the worker keeps fewer, as many as its rate needs
+    # at the latency it measures (newsletter.pacing.in_flight_for).
+    concurrency: int = 64
     batch_size: int = 200
     lease: float = 30.0
     max_consecutive_errors: int = 10
@@ -96,7 +102,7 @@ class WorkerSettings:
     @classmethod
     def from_config(cls, config: Mapping[str, Any], **overrides: Any) -> WorkerSettings:
         values = {
-            "concurrency": int(config.get("SEND_CONCURRENCY") or 8),
+            "concurrency": int(config.get("SEND_CONCURRENCY") or 64),
             "lease": float(config.get("WORKER_LEASE") or 30),
             "max_consecutive_errors": int(config.get("SEND_MAX_CONSECUTIVE_ERRORS") or 10),
         }
@@ -167,7 +173,9 @@ class DeliveryWorker:
         self._streaks: dict[int, list[int]] = {}
         self._last_heartbeat = 0.0
         self._last_housekeeping = 0.0
-        self._throttled = False
+        self._throttles = 0
+        # SES call times, measured by the threads, read by the main thread only.
+        self.latency = LatencyGauge()
         # The quota had no room: wait for calls in flight before asking (or pausing) again.
         self._quota_blocked = False
         # The database's clock minus this host's, measured at every heartbeat: timestamps
@@ -228,11 +236,14 @@ class DeliveryWorker:
     def run(self, *, until_idle: bool = False) -> Progress:
         """Deliver until stopped (or, with until_idle, until nothing is left to send)."""
         previous = self._install_signal_handlers()
+        bound = logs.WORKER_ID.set(self.id)  # on every record logged by this worker
         try:
             self._register()
             self.pacer.setup()
             with ThreadPoolExecutor(
-                max_workers=self.settings.concurrency, thread_name_prefix="send"
+                max_workers=self.settings.concurrency,
+                thread_name_prefix="send",
+                initializer=functools.partial(logs.bind, worker_id=self.id),
             ) as pool:
                 try:
                     self._loop(pool, until_idle)
@@ -245,6 +256,7 @@ class DeliveryWorker:
         finally:
             self.database.dispose()
             self._restore_signal_handlers(previous)
+            logs.WORKER_ID.reset(bound)
         return self.progress
 
     def _install_signal_handlers(self) -> dict[int, Any]:
@@ -278,11 +290,19 @@ class DeliveryWorker:
 
     def _loop(self, pool: ThreadPoolExecutor, until_idle: bool) -> None:
         while not self._stop.is_set():
+            self.book.capacity = self.in_flight_limit()
             self._collect(self._wait_time())
             since = time.monotonic() - self._last_housekeeping
             looks_idle = not (self._buffer or self.book.busy or self._pending)
             if since >= 1.0 or (looks_idle and since >= 0.1):
-                if self._housekeeping() and until_idle:
+                try:
+                    idle = self._housekeeping()
+                except sqlalchemy.exc.OperationalError as exc:
+                    # The database is briefly away (or chose us as a deadlock victim): the
+                    # next round tries again; nothing in hand depends on it.
+                    log.error("database error in housekeeping, retrying: %s", exc)
+                    idle = False
+                if idle and until_idle:
                     return
                 if self._stop.is_set():
                     return
@@ -291,6 +311,10 @@ class DeliveryWorker:
                 for job in self._tick(due):
                     pool.submit(self._send, job)
                 self._report()
+
+    def in_flight_limit(self) -> int:
+        """How many calls to keep in flight now: the rate in force x measured latency."""
+        return in_flight_for(self.pacer.rate, self.latency.value(), self.settings.concurrency)
 
     def _wait_time(self) -> float:
         if self._pending:
@@ -330,6 +354,7 @@ class DeliveryWorker:
             )
             return
         self._db_offset = at - clock.now()
+        self.pacer.clock_offset = at.timestamp() - time.time()
         self._last_heartbeat = time.monotonic()
 
     def _due_jobs(self) -> list[Job]:
@@ -394,6 +419,17 @@ class DeliveryWorker:
     def _send(self, job: Job) -> None:
         """Render and send one message (in a pool thread: no database here)."""
         outcome = Outcome(job)
+        started = time.perf_counter()
+        bound = logs.ISSUE_ID.set(job.issue_id)
+        try:
+            self._call(job, outcome)
+        finally:
+            logs.ISSUE_ID.reset(bound)
+        # How long this message held its place in flight (Little's law's W).
+        outcome.seconds = time.perf_counter() - started
+        self._results.put(outcome)
+
+    def _call(self, job: Job, outcome: Outcome) -> None:
         try:
             message = self._renderers[job.issue_id].message(
                 email=job.email,
@@ -404,26 +440,26 @@ class DeliveryWorker:
             message.as_bytes()
         except Exception as exc:  # a rendering bug: recorded on the row, SES never called
             outcome.error = exc
-            self._results.put(outcome)
             return
         delay = job.slot - time.time()
         if delay > 0:
             self._halt.wait(delay)  # wakes at once when the worker halts
         if self._halt.is_set() or delay < -LATE_SLOT:
             # Not called: the worker halts, or the slot passed (the message would bunch up).
-            self._results.put(outcome)
             return
         outcome.called = True
         try:
             outcome.message_id = self.mailer.send(message)
         except Exception as exc:  # every failure is recorded on the row, none is lost
             outcome.error = exc
-        self._results.put(outcome)
 
     # -- one transaction per round: outcomes in, next messages marked sending --
 
     def _tick(self, due: list[Job]) -> list[Job]:
         outcomes, self._pending = self._pending, []
+        for outcome in outcomes:
+            if outcome.called:
+                self.latency.add(outcome.seconds)
         try:
             with self.database.transaction() as session:
                 if self._heartbeat_due():
@@ -445,15 +481,11 @@ class DeliveryWorker:
             return []
         # Messages whose thread never called SES are `queued` and ours again: back in line.
         self._buffer.extendleft(reversed(back))
-        if self._throttled:
-            # After the commit: the shared row has its own short transaction (SQLite
-            # would wait on our own write lock otherwise).
-            self._throttled = False
-            self.book.drop()
-            try:
-                self.pacer.throttled()
-            except sqlalchemy.exc.OperationalError as exc:
-                log.error("could not slow the shared rate down: %s", exc)
+        if self._throttles:
+            # Counted for the pace's window: the shared rate changes at most once per
+            # window, by the share of calls throttled (newsletter.pacing.next_rate).
+            self.pacer.throttled(self._throttles)
+            self._throttles = 0
         return ready
 
     def _record(self, session: so.Session, outcomes: list[Outcome]) -> list[Job]:
@@ -496,9 +528,15 @@ class DeliveryWorker:
             elif change.streak:
                 streak.append(job.delivery_id)
                 if what is Happened.BROKEN:
-                    log.error("could not render delivery %s: %s", job.delivery_id, detail)
+                    log.error(
+                        "could not render delivery %s: %s",
+                        job.delivery_id,
+                        detail,
+                        exc_info=outcome.error,
+                        extra={"issue_id": job.issue_id},
+                    )
             if change.slow_down:
-                self._throttled = True
+                self._throttles += 1
             if change.pause is not None:
                 pauses[job.issue_id] = (change.pause, detail)
         record(session, self.id, rows)
@@ -569,6 +607,7 @@ class DeliveryWorker:
             .values(status=IssueStatus.PAUSED, paused_reason=reason, resume_at=resume_at)
         )
         self.progress.paused[issue_id] = reason
+        log.warning("issue paused: %s", reason, extra={"issue_id": issue_id})
         self._release_buffered(session, {issue_id})
 
     def _release_buffered(self, session: so.Session, issue_ids: set[int]) -> None:

@@ -15,9 +15,11 @@ from flask import request
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from newsletter import i18n
 from newsletter import mail
 from newsletter.db import Database
 from newsletter.errors import NewsletterError
+from newsletter.i18n import N_
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +77,55 @@ def _security_headers(response: Any) -> Any:
     return response
 
 
-def error_page(status: int, title: str, message: str, **headers: str) -> Any:
-    """Render the error page with a status code."""
-    response = current_app.make_response(
-        (render_template("errors/error.html", status=status, title=title, message=message), status)
+# Titles of the error pages, and what to say when the exception brings no words of its own.
+TITLES = {
+    400: N_("Something is not right"),
+    403: N_("Not allowed"),
+    404: N_("Page not found"),
+    405: N_("This address does not take that request"),
+    410: N_("This link has been used"),
+    413: N_("Too much at once"),
+    422: N_("Something is not right"),
+    429: N_("Too many requests"),
+    500: N_("Something went wrong"),
+    503: N_("Temporarily unavailable"),
+}
+MESSAGES = {
+    400: N_("We could not understand this request."),
+    403: N_("You are not allowed to see this page."),
+    404: N_("There is nothing at this address. The link may be incomplete, or the page moved."),
+    405: N_("This address cannot be used this way. Start again from the home page."),
+    413: N_("What you sent is larger than we accept."),
+    429: N_("Too many requests just now. Please try again in a few minutes."),
+    500: N_("Please try again later."),
+    503: N_(
+        "We cannot reach our database right now. Nothing was lost; please try again in a minute."
+    ),
+}
+
+
+def error_page(
+    status: int,
+    title: str | None,
+    message: str,
+    *,
+    link: tuple[str, str] | None = None,
+    **headers: str,
+) -> Any:
+    """Render the error page with a status code, a way on (`link`: url, label) and home.
+
+    Title and message are catalogue strings: they are shown translated when the
+    catalogue has them (domain errors mark theirs with i18n.N_).
+    """
+    title = title or TITLES.get(status, TITLES[400])
+    body = render_template(
+        "errors/error.html",
+        status=status,
+        title=i18n.gettext(title),
+        message=i18n.gettext(message),
+        link=link,
     )
+    response = current_app.make_response((body, status))
     response.headers.update(headers)
     return response
 
@@ -87,30 +133,29 @@ def error_page(status: int, title: str, message: str, **headers: str) -> Any:
 def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(NewsletterError)
     def _domain_error(exc: NewsletterError) -> Any:
-        return error_page(exc.status_code, "Something is not right", str(exc))
+        return error_page(exc.status_code, None, str(exc))
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Any:
         if exc.code is None or exc.code < 400:
             return exc
-        return error_page(exc.code, exc.name, exc.description or exc.name)
+        own_words = exc.description and exc.description != type(exc).description
+        message = exc.description if own_words else MESSAGES.get(exc.code, exc.name)
+        headers = {}
+        if exc.code == 405 and exc.valid_methods:  # type: ignore[attr-defined]
+            headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
+        return error_page(exc.code, TITLES.get(exc.code, exc.name), message, **headers)
 
     @app.errorhandler(sqlalchemy.exc.OperationalError)
     @app.errorhandler(sqlalchemy.exc.InterfaceError)
     def _database_down(exc: Exception) -> Any:
         log.error("database unavailable: %s", exc)
-        return error_page(
-            503,
-            "Temporarily unavailable",
-            "We cannot reach our database right now. Nothing was lost; please try again in "
-            "a minute.",
-            **{"Retry-After": "30"},
-        )
+        return error_page(503, None, MESSAGES[503], **{"Retry-After": "30"})
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Any:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_page(500, "Something went wrong", "Please try again later.")
+        return error_page(500, None, MESSAGES[500])
 
 
 def init_app(app: Flask) -> None:

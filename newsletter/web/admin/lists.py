@@ -8,12 +8,13 @@ from flask import render_template
 from flask import request
 from flask import url_for
 
+from newsletter import i18n
 from newsletter import lists as lists_core
 from newsletter.web import commit
 from newsletter.web import db_session
 from newsletter.web.admin import bp
 
-FIELDS = ("name", "from_address", "reply_to", "postal_address", "description")
+FIELDS = ("name", "from_address", "reply_to", "postal_address", "description", "language")
 MAX_FIELD = 2000
 
 
@@ -31,6 +32,7 @@ def _core_fields(values: dict[str, str]) -> dict[str, str | None]:
     return {
         "name": values["name"],
         "from_address": values["from_address"],
+        "language": values["language"] or None,
         **{name: values[name] or None for name in ("reply_to", "postal_address", "description")},
     }
 
@@ -44,7 +46,7 @@ def lists():
 @bp.route("/lists/new", methods=["GET", "POST"])
 def list_new():
     """Create a list."""
-    values = {"slug": "", **dict.fromkeys(FIELDS, "")}
+    values = {"slug": "", **dict.fromkeys(FIELDS, ""), "language": i18n.DEFAULT_LANGUAGE}
     error = None
     if request.method == "POST":
         values = {"slug": request.form.get("slug", "")[:64].strip(), **_form_values()}
@@ -61,7 +63,9 @@ def list_new():
             flash(f"Created the list {created.slug!r}.", "ok")
             return redirect(url_for("admin.lists"))
     status = 400 if error else 200
-    return render_template("admin/list_form.html", values=values, error=error, new=True), status
+    return render_template(
+        "admin/list_form.html", values=values, error=error, new=True, languages=i18n.LANGUAGES
+    ), status
 
 
 @bp.route("/lists/<slug>/edit", methods=["GET", "POST"])
@@ -88,6 +92,12 @@ def list_edit(slug: str):
             return redirect(url_for("admin.lists"))
     status = 400 if error else 200
     return (
-        render_template("admin/list_form.html", values=values, error=error, new=False),
+        render_template(
+            "admin/list_form.html",
+            values=values,
+            error=error,
+            new=False,
+            languages=i18n.LANGUAGES,
+        ),
         status,
     )
