@@ -95,6 +95,8 @@ DEFAULTS: dict[str, Any] = {
     "LOGIN_WINDOW": 900,
     # Largest CSV file the console's import page accepts, in bytes.
     "IMPORT_MAX_BYTES": 512 * 1024 * 1024,
+    # Bearer token for GET /metrics (Prometheus); unset, /metrics answers 404.
+    "METRICS_TOKEN": None,
 }
 
 # Settings that have no default in production: start-up fails naming the variable.

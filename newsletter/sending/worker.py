@@ -26,6 +26,7 @@ import sqlalchemy.orm as so
 
 from newsletter import clock
 from newsletter import logs
+from newsletter import metrics
 from newsletter.db import Database
 from newsletter.mail import Mailer
 from newsletter.mail import SesMailer
@@ -522,6 +523,13 @@ class DeliveryWorker:
             if keep:
                 back.append(job)
             self._count(what, change)
+            if outcome.called or outcome.error is not None:
+                metrics.message_done(
+                    job.issue_id,
+                    outcome.error,
+                    change.status is DeliveryStatus.FAILED,
+                    unknown=change.status is DeliveryStatus.UNKNOWN,
+                )
             streak = self._streaks.setdefault(job.issue_id, [])
             if what is Happened.SENT:
                 streak.clear()
@@ -678,6 +686,9 @@ class DeliveryWorker:
                 candidates.append(job)
         mark_suppressed(session, self.id, suppressed, now)
         self.progress.suppressed += len(suppressed)
+        for job in due:
+            if job.delivery_id in suppressed:
+                metrics.SUPPRESSED.labels(issue=str(job.issue_id)).inc()
         marked = mark_sending(session, self.id, [job.delivery_id for job in candidates], now)
         ready = [job for job in candidates if job.delivery_id in marked]
         # Every due job that will not be sent gives its in-flight and pace slots back.
