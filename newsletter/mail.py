@@ -20,6 +20,7 @@ from typing import Protocol
 
 from newsletter import clock
 from newsletter import headers as headers_module
+from newsletter import metrics
 
 if TYPE_CHECKING:
     from newsletter.lists import ListIdentity
@@ -289,7 +290,8 @@ class SesMailer:
         if message.tags:
             kwargs["EmailTags"] = [{"Name": k, "Value": v} for k, v in message.tags.items()]
         try:
-            response = self.client.send_email(**kwargs)
+            with metrics.SES_CALL_SECONDS.time():
+                response = self.client.send_email(**kwargs)
         except ClientError as exc:
             error = exc.response.get("Error", {})
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")

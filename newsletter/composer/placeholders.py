@@ -74,6 +74,23 @@ def template_for(compiled: str, mode: str) -> Template:
     return prepared
 
 
+def reader_values(
+    *, unsubscribe_url: str, web_url: str, name: str | None
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Return one reader's placeholder values for the HTML part and for the text part."""
+    html = {
+        "greeting": f"Hi {escape(name)}," if name else "Hello,",
+        "web_url": escape(web_url),
+        "unsubscribe_url": escape(unsubscribe_url),
+    }
+    text = {
+        "greeting": f"Hi {name}," if name else "Hello,",
+        "web_url": web_url,
+        "unsubscribe_url": unsubscribe_url,
+    }
+    return html, text
+
+
 def render_for_reader(
     compiled_html: str,
     compiled_text: str,
@@ -83,24 +100,11 @@ def render_for_reader(
     name: str | None,
 ) -> tuple[str, str]:
     """Fill one reader's unsubscribe link, web-version link and name into HTML and text."""
-    html_template = template_for(compiled_html, "email")
-    text_template = template_for(compiled_text, "email")
-    html = _fill(
-        html_template,
-        {
-            "greeting": f"Hi {escape(name)}," if name else "Hello,",
-            "web_url": escape(web_url),
-            "unsubscribe_url": escape(unsubscribe_url),
-        },
+    html_values, text_values = reader_values(
+        unsubscribe_url=unsubscribe_url, web_url=web_url, name=name
     )
-    text = _fill(
-        text_template,
-        {
-            "greeting": f"Hi {name}," if name else "Hello,",
-            "web_url": web_url,
-            "unsubscribe_url": unsubscribe_url,
-        },
-    )
+    html = _fill(template_for(compiled_html, "email"), html_values)
+    text = _fill(template_for(compiled_text, "email"), text_values)
     return html, text
 
 

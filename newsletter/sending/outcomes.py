@@ -18,6 +18,7 @@ class Outcome:
     message_id: str | None = None
     error: BaseException | None = None
     late: bool = False  # not sent: the slot had passed
+    seconds: float = 0.0  # from the thread taking it to the answer (sizes in-flight calls)
 
 
 def backoff(attempt: int) -> timedelta:

@@ -26,6 +26,7 @@ import sqlalchemy.orm as so
 
 from newsletter import clock
 from newsletter import logs
+from newsletter import metrics
 from newsletter.db import Database
 from newsletter.mail import AccountPausedError
 from newsletter.mail import Mailer
@@ -44,9 +45,11 @@ from newsletter.models import SubscriptionStatus
 from newsletter.models import Suppression
 from newsletter.models import Worker
 from newsletter.models import WorkerStatus
+from newsletter.pacing import LatencyGauge
 from newsletter.pacing import Pacer
 from newsletter.pacing import PaceSettings
 from newsletter.pacing import QuotaExhausted
+from newsletter.pacing import in_flight_for
 from newsletter.sending.ledger import QUOTA_RECHECK
 from newsletter.sending.ledger import Job
 from newsletter.sending.ledger import finish_issues
@@ -82,7 +85,9 @@ class Progress:
 class WorkerSettings:
     """How a worker runs; defaults come from the configuration."""
 
-    concurrency: int = 8
+    # The most SES calls in flight; the worker keeps fewer, as many as its rate needs
+    # at the latency it measures (newsletter.pacing.in_flight_for).
+    concurrency: int = 64
     batch_size: int = 200
     lease: float = 30.0
     max_consecutive_errors: int = 10
@@ -90,7 +95,7 @@ class WorkerSettings:
     @classmethod
     def from_config(cls, config: Mapping[str, Any], **overrides: Any) -> WorkerSettings:
         values = {
-            "concurrency": int(config.get("SEND_CONCURRENCY") or 8),
+            "concurrency": int(config.get("SEND_CONCURRENCY") or 64),
             "lease": float(config.get("WORKER_LEASE") or 30),
             "max_consecutive_errors": int(config.get("SEND_MAX_CONSECUTIVE_ERRORS") or 10),
         }
@@ -156,7 +161,9 @@ class DeliveryWorker:
         self._last_heartbeat = 0.0
         self._last_housekeeping = 0.0
         self._unused_slots = 0
-        self._throttled = False
+        self._throttles = 0
+        # SES call times, measured by the threads, read by the main thread only.
+        self.latency = LatencyGauge()
 
     # -- lifecycle --
 
@@ -264,10 +271,14 @@ class DeliveryWorker:
                     pool.submit(self._send, job)
                 self._report()
 
+    def in_flight_limit(self) -> int:
+        """How many calls to keep in flight now: the rate in force x measured latency."""
+        return in_flight_for(self.pacer.rate, self.latency.value(), self.settings.concurrency)
+
     def _wait_time(self) -> float:
         if self._pending:
             return 0.0
-        if self._in_flight - len(self._pending) >= self.settings.concurrency:
+        if self._in_flight - len(self._pending) >= self.in_flight_limit():
             return 0.25
         if self._buffer and self._slots:
             return min(max(self._slots[0] - SLOT_LEAD - time.time(), 0.0), 0.25)
@@ -295,7 +306,7 @@ class DeliveryWorker:
     def _due_jobs(self) -> list[Job]:
         # Finished outcomes are written in the same transaction that marks the next rows
         # `sending`, so their threads count as free already.
-        free = self.settings.concurrency - self._in_flight + len(self._pending)
+        free = self.in_flight_limit() - self._in_flight + len(self._pending)
         if free <= 0:
             return []
         if len(self._buffer) < free:
@@ -396,6 +407,7 @@ class DeliveryWorker:
 
     def _send(self, job: Job) -> None:
         outcome = Outcome(job)
+        started = time.perf_counter()
         bound = logs.ISSUE_ID.set(job.issue_id)
         try:
             message = self._renderers[job.issue_id].message(
@@ -417,6 +429,8 @@ class DeliveryWorker:
             outcome.error = exc
         finally:
             logs.ISSUE_ID.reset(bound)
+        # How long this message held its place in flight (Little's law's W).
+        outcome.seconds = time.perf_counter() - started
         self._results.put(outcome)
 
     # -- one transaction per round: outcomes in, next messages marked sending --
@@ -430,6 +444,8 @@ class DeliveryWorker:
             self._buffer.extendleft(reversed(late))
             self._unused_slots += len(late)
             outcomes = [outcome for outcome in outcomes if not outcome.late]
+        for outcome in outcomes:
+            self.latency.add(outcome.seconds)
         try:
             with self.database.transaction() as session:
                 self._record(session, outcomes)
@@ -449,15 +465,11 @@ class DeliveryWorker:
             self._buffer.extendleft(reversed(due))
             time.sleep(1.0)
             return []
-        if self._throttled:
-            # After the commit: the shared row has its own short transaction (SQLite
-            # would wait on our own write lock otherwise).
-            self._throttled = False
-            self._slots.clear()
-            try:
-                self.pacer.throttled()
-            except sqlalchemy.exc.OperationalError as exc:
-                log.error("could not slow the shared rate down: %s", exc)
+        if self._throttles:
+            # Counted for the pace's window: the shared rate changes at most once per
+            # window, by the share of calls throttled (newsletter.pacing.next_rate).
+            self.pacer.throttled(self._throttles)
+            self._throttles = 0
         return ready
 
     def _record(self, session: so.Session, outcomes: list[Outcome]) -> None:
@@ -490,7 +502,7 @@ class DeliveryWorker:
                 row["retry_at"] = now + backoff(1)
                 row["error"] = str(error)
                 self.progress.throttled += 1
-                self._throttled = True
+                self._throttles += 1
             elif isinstance(error, (QuotaExceededError, AccountPausedError)):
                 row.update(status=DeliveryStatus.QUEUED, attempts=job.attempts, claimed_by=None)
                 row["error"] = str(error)
@@ -531,6 +543,7 @@ class DeliveryWorker:
                     row["error"] = f"{type(error).__name__}: {error}"
                 self.progress.failed += 1
                 streak.append(job.delivery_id)
+            metrics.message_done(job.issue_id, error, row["status"] is DeliveryStatus.FAILED)
             updates.append(row)
         # Only rows still in flight take our result: an SNS event (delivery, bounce) may
         # already have recorded a later state, and must not be turned back into "sent".
@@ -657,6 +670,7 @@ class DeliveryWorker:
             if reason is not None:
                 marks.append({**base, "status": DeliveryStatus.SUPPRESSED, "error": reason})
                 self.progress.suppressed += 1
+                metrics.SUPPRESSED.labels(issue=str(job.issue_id)).inc()
             else:
                 marks.append({**base, "status": DeliveryStatus.SENDING, "error": None})
                 ready.append(job)
