@@ -33,7 +33,7 @@ if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 
 MESSAGES = Counter(
     "newsletter_messages",
-    "Messages handed to the mail backend, by outcome (sent, failed, retried, throttled, "
+    "Messages handed to the mail backend, by outcome (sent, failed, unknown, retried, throttled, "
     "deferred: back in the queue for a paused send) and issue id.",
     ["outcome", "issue"],
 )
@@ -93,7 +93,9 @@ def sns_received(event_type: str | None, outcome: str) -> None:
     ).inc()
 
 
-def message_done(issue_id: int, error: BaseException | None, failed: bool) -> None:
+def message_done(
+    issue_id: int, error: BaseException | None, failed: bool, *, unknown: bool = False
+) -> None:
     """Count what one attempt to send a message came to (see MESSAGES' outcomes)."""
     from newsletter.mail import AccountPausedError
     from newsletter.mail import QuotaExceededError
@@ -101,6 +103,8 @@ def message_done(issue_id: int, error: BaseException | None, failed: bool) -> No
 
     if error is None:
         outcome = "sent"
+    elif unknown:
+        outcome = "unknown"  # the call may have reached SES: never retried by itself
     elif failed:
         outcome = "failed"
     elif isinstance(error, ThrottledError):

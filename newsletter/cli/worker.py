@@ -78,6 +78,11 @@ def run_worker(
         on_progress(worker.progress)
         bar.close()
     stopped = worker.stopping
+    if progress.lost:
+        raise click.ClickException(
+            f"This worker stopped sending at once: {progress.lost}. Nothing was sent twice; "
+            "start a worker again if there is more to send."
+        )
     click.echo(
         f"Sent {progress.sent}, failed {progress.failed}, suppressed {progress.suppressed}, "
         f"retrying later {progress.retried}, throttled {progress.throttled}."
