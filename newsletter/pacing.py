@@ -35,8 +35,6 @@ PACE_NAME = "ses"
 SES_RATE_SHARE = 1.0
 # How long to reserve ahead: short, so a slow worker wastes little of the budget.
 RESERVE_HORIZON = 0.1
-# A worker reserves again when the slots it holds run out within this time.
-REFILL_AHEAD = RESERVE_HORIZON / 2
 # The shared rate changes at most once per window (SES counts its rate per second).
 RATE_WINDOW = 1.0
 # The lowest rate throttling can bring the pace down to, as a share of the maximum.
@@ -264,12 +262,34 @@ class Pacer:
         self._postgres = database.engine.dialect.name == "postgresql"
         self._clock = clock
         self._window = RateWindow(clock())
+        # The database's clock minus this host's (seconds): times in the shared row are on
+        # the database's clock, so a host whose clock is off neither pushes the other
+        # workers' slots away nor sends early. Measured at setup, renewed by the worker.
+        self.clock_offset = 0.0
+
+    def _db_epoch(self) -> sa.ColumnElement[float]:
+        """The database's current Unix time, as a SQL expression."""
+        if self._postgres:
+            return sa.cast(sa.extract("epoch", sa.func.clock_timestamp()), sa.Float)
+        return (sa.func.julianday("now") - 2440587.5) * 86400.0
+
+    def measure_clock(self) -> float:
+        """Measure how far the database's clock is from this host's; return the offset."""
+        with self.database.engine.connect() as connection:
+            db_time = connection.scalar(sa.select(self._db_epoch()))
+        self.clock_offset = float(db_time) - self._clock()
+        return self.clock_offset
+
+    def _db_time(self) -> float:
+        """The database's time (Unix seconds), as this host best knows it."""
+        return self._clock() + self.clock_offset
 
     def setup(self) -> None:
         """Create or update the shared row with this worker's settings."""
         if self.unlimited:
             return
-        now = self._clock()
+        self.measure_clock()
+        now = self._db_time()
         max_rate = float(self.settings.max_rate or 0)
         with self.database.transaction() as session:
             # Workers starting together: create the row once, then everyone locks it.
@@ -383,7 +403,8 @@ class Pacer:
                         ),
                     )
                     .values(
-                        next_slot=greatest(table.c.next_slot, now) + count / table.c.rate,
+                        next_slot=greatest(table.c.next_slot, now + self.clock_offset)
+                        + count / table.c.rate,
                         quota_used_since=table.c.quota_used_since + count,
                     )
                     .returning(table.c.next_slot, table.c.rate)
@@ -403,6 +424,8 @@ class Pacer:
         end, self._rate = row
         self._window.calls += count
         interval = 1.0 / self._rate
+        # On this host's clock: the worker waits for them with time.time().
+        end -= self.clock_offset
         return [end - (count - i) * interval for i in range(count)]
 
     def _connection(self):
@@ -451,6 +474,7 @@ class Pacer:
             return None
         now = self._clock()
         calls, throttles = self._window.close(now)
+        db_now = now + self.clock_offset
         max_rate = float(self.settings.max_rate or self._rate)
         new = next_rate(self._rate, max_rate, calls, throttles, self._window.usual_share)
         if new == self._rate:
@@ -461,13 +485,13 @@ class Pacer:
                 sa.update(table)
                 .where(
                     table.c.name == self.name,
-                    table.c.rate_changed_at <= now - RATE_WINDOW * 0.9,
+                    table.c.rate_changed_at <= db_now - RATE_WINDOW * 0.9,
                 )
                 .values(
                     rate=sa.func.min(table.c.max_rate, new)
                     if not self._postgres
                     else sa.func.least(table.c.max_rate, new),
-                    rate_changed_at=now,
+                    rate_changed_at=db_now,
                 )
                 .returning(table.c.rate)
             ).first()

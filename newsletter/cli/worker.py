@@ -84,6 +84,11 @@ def run_worker(
         on_progress(worker.progress)
         bar.close()
     stopped = worker.stopping
+    if progress.lost:
+        raise click.ClickException(
+            f"This worker stopped sending at once: {progress.lost}. Nothing was sent twice; "
+            "start a worker again if there is more to send."
+        )
     click.echo(
         f"Sent {progress.sent}, failed {progress.failed}, suppressed {progress.suppressed}, "
         f"retrying later {progress.retried}, throttled {progress.throttled}."
@@ -102,13 +107,36 @@ def run_worker(
     "needs at the measured SES latency (default: NEWSLETTER_SEND_CONCURRENCY, 64).",
 )
 @click.option("--once", is_flag=True, help="Exit when nothing is left to send.")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Serve Prometheus metrics over HTTP on this port (no token: firewall it).",
+)
+@click.option(
+    "--metrics-host",
+    default="0.0.0.0",
+    show_default=True,
+    help="Address the metrics port listens on.",
+)
 @pass_state
-def worker(state: CliState, concurrency: int | None, once: bool) -> None:
+def worker(
+    state: CliState,
+    concurrency: int | None,
+    once: bool,
+    metrics_port: int | None,
+    metrics_host: str,
+) -> None:
     """Deliver issues: claims queued messages and sends them at the shared SES rate.
 
     Run one per machine or more; with PostgreSQL they share the work and the rate.
     Scheduled issues start when due. Ctrl-C finishes the messages in flight and stops.
     """
+    if metrics_port is not None:
+        from newsletter import metrics
+
+        metrics.serve(state.database, metrics_port, metrics_host)
+        click.echo(f"Metrics on http://{metrics_host}:{metrics_port}/metrics")
     progress = run_worker(state, until_idle=once, concurrency=concurrency)
     for issue_id, reason in progress.paused.items():
         click.echo(f"Issue {issue_id} paused: {reason}", err=True)
