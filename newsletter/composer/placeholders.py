@@ -13,19 +13,34 @@ import re
 import threading
 from html import escape
 
+# Issues compiled before greetings were translated carry this; it is filled in English.
 GREETING = "{{nl:greeting}}"
+NAME = "{{nl:name}}"
 WEB_URL = "{{nl:web_url}}"
 UNSUBSCRIBE_URL = "{{nl:unsubscribe_url}}"
 SUBSCRIBE_URL = "{{nl:subscribe_url}}"
 EMAIL_ONLY = ("{{nl:email}}", "{{nl:/email}}")
 WEB_ONLY = ("{{nl:web}}", "{{nl:/web}}")
+# The greeting, in the issue's language, for a reader with a name and for one without.
+NAMED = ("{{nl:named}}", "{{nl:/named}}")
+ANONYMOUS = ("{{nl:anonymous}}", "{{nl:/anonymous}}")
 
 _SLOT_RE = re.compile(r"\{\{nl:([a-z_]+)\}\}")
-_SLOTS = {"greeting", "web_url", "unsubscribe_url", "subscribe_url"}
+_SLOTS = {"greeting", "name", "web_url", "unsubscribe_url", "subscribe_url"}
+# mode: (region kept, regions dropped)
 _REGIONS = {
-    "email": (EMAIL_ONLY, WEB_ONLY),  # (kept, dropped)
-    "web": (WEB_ONLY, EMAIL_ONLY),
+    "email": (EMAIL_ONLY, (WEB_ONLY, ANONYMOUS)),  # a reader with a name
+    "email-anonymous": (EMAIL_ONLY, (WEB_ONLY, NAMED)),
+    "web": (WEB_ONLY, (EMAIL_ONLY, NAMED, ANONYMOUS)),
 }
+_MARKS = (*NAMED, *ANONYMOUS)
+
+
+def greeting(named: str, anonymous: str) -> str:
+    """Return the compiled greeting: both forms, each reader gets one (named holds NAME)."""
+    return f"{NAMED[0]}{named}{NAMED[1]}{ANONYMOUS[0]}{anonymous}{ANONYMOUS[1]}"
+
+
 _MAX_CACHED = 32
 
 _lock = threading.Lock()
@@ -38,8 +53,12 @@ _by_identity: dict[tuple[str, int], tuple[str, Template]] = {}
 
 def _prepare(compiled: str, mode: str) -> Template:
     kept, dropped = _REGIONS[mode]
-    drop = re.compile(re.escape(dropped[0]) + r".*?" + re.escape(dropped[1]), re.DOTALL)
-    text = drop.sub("", compiled).replace(kept[0], "").replace(kept[1], "")
+    text = compiled
+    for start, end in dropped:
+        drop = re.compile(re.escape(start) + r".*?" + re.escape(end), re.DOTALL)
+        text = drop.sub("", text)
+    for mark in (*kept, *_MARKS):
+        text = text.replace(mark, "")
     pieces = _SLOT_RE.split(text)
     names = tuple(pieces[1::2])
     unknown = set(names) - _SLOTS
@@ -83,12 +102,14 @@ def render_for_reader(
     name: str | None,
 ) -> tuple[str, str]:
     """Fill one reader's unsubscribe link, web-version link and name into HTML and text."""
-    html_template = template_for(compiled_html, "email")
-    text_template = template_for(compiled_text, "email")
+    mode = "email" if name else "email-anonymous"
+    html_template = template_for(compiled_html, mode)
+    text_template = template_for(compiled_text, mode)
     html = _fill(
         html_template,
         {
             "greeting": f"Hi {escape(name)}," if name else "Hello,",
+            "name": escape(name or ""),
             "web_url": escape(web_url),
             "unsubscribe_url": escape(unsubscribe_url),
         },
@@ -97,6 +118,7 @@ def render_for_reader(
         text_template,
         {
             "greeting": f"Hi {name}," if name else "Hello,",
+            "name": name or "",
             "web_url": web_url,
             "unsubscribe_url": unsubscribe_url,
         },
@@ -110,6 +132,7 @@ def render_web_version(compiled_html: str, *, web_url: str, subscribe_url: str) 
         template_for(compiled_html, "web"),
         {
             "greeting": "",
+            "name": "",
             "web_url": escape(web_url),
             "unsubscribe_url": "",
             "subscribe_url": escape(subscribe_url),
