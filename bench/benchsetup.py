@@ -45,6 +45,42 @@ def fresh_database(name: str) -> str:
     return url
 
 
+def fresh_sqlite(directory: str | Path, name: str = "newsletter.db") -> str:
+    """Create an empty, migrated SQLite file (the embedded default's engine); return its URL."""
+    path = Path(directory) / name
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    url = f"sqlite:///{path}"
+    engine = make_engine(url)
+    migrations.upgrade(engine)
+    engine.dispose()
+    return url
+
+
+def add_readers_sqlite(url: str, count: int) -> None:
+    """Add a list "bench" with `count` active readers to a SQLite database."""
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO mailing_list (slug, name, from_address, postal_address, created_at) "
+            "VALUES ('bench', 'o11y news', 'news@example.com', '1 Example Street', "
+            "CURRENT_TIMESTAMP)"
+        )
+        conn.exec_driver_sql(
+            "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < ?) "
+            "INSERT INTO subscriber (email, display_email, name, created_at) "
+            "SELECT 'r' || n || '@example.com', 'r' || n || '@example.com', 'Reader ' || n, "
+            "CURRENT_TIMESTAMP FROM g",
+            (count,),
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO subscription (subscriber_id, list_id, status, created_at, "
+            "status_changed_at, source) SELECT id, (SELECT id FROM mailing_list), "
+            "'active', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 'import' FROM subscriber"
+        )
+    engine.dispose()
+
+
 def add_readers(url: str, count: int) -> None:
     """Add a list "bench" with `count` active readers, set-based in SQL."""
     engine = make_engine(url)
@@ -98,7 +134,9 @@ def start_send(url: str) -> tuple[int, float]:
 class Stub:
     """bench/sesstub.py in its own process."""
 
-    def __init__(self, latency: float = 0.05, max_rate: float = 100000.0) -> None:
+    def __init__(
+        self, latency: float = 0.05, max_rate: float = 100000.0, throttle: float = 0.0
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
@@ -111,6 +149,8 @@ class Stub:
                 str(latency),
                 "--max-rate",
                 str(max_rate),
+                "--throttle",
+                str(throttle),
             ],
             stdout=subprocess.PIPE,
         )

@@ -1,10 +1,13 @@
 """A fast SES API v2 stub for benchmarks: answers SendEmail after a fixed latency.
 
-    python bench/sesstub.py --port 8123 --latency 0.05
+    python bench/sesstub.py --port 8123 --latency 0.05 [--max-rate 200] [--throttle 0.08]
 
 asyncio, one write per answer (no Nagle delay), no parsing of the message itself.
-GET /stats returns {"count": n, "times": [arrival unix times]}; POST /reset clears them.
-GET /v2/email/account answers GetAccount with --max-rate.
+GET /stats returns {"count": n, "times": [arrival unix times of accepted messages],
+"throttled": n}; POST /reset clears them. GET /v2/email/account answers GetAccount with
+--max-rate. --throttle answers that share of SendEmail calls, at random (seeded), with
+429 TooManyRequestsException after the same latency, whatever the rate: throttling that
+our rate did not cause.
 """
 
 from __future__ import annotations
@@ -12,16 +15,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import socket
 import time
 import uuid
 
 TIMES: list[float] = []
+THROTTLED = [0]
 
 
 def _response(status: str, body: bytes) -> bytes:
     head = (
         f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nx-amzn-RequestId: {uuid.uuid4()}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def _throttled() -> bytes:
+    body = b'{"message": "Maximum sending rate exceeded."}'
+    head = (
+        "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n"
+        "x-amzn-ErrorType: TooManyRequestsException\r\n"
         f"Content-Length: {len(body)}\r\nx-amzn-RequestId: {uuid.uuid4()}\r\n\r\n"
     )
     return head.encode() + body
@@ -44,6 +59,12 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, arg
             if length:
                 await reader.readexactly(length)
             if method == "POST" and path.startswith("/v2/email/outbound-emails"):
+                if args.throttle and args.random.random() < args.throttle:
+                    THROTTLED[0] += 1
+                    await asyncio.sleep(args.latency)
+                    writer.write(_throttled())
+                    await writer.drain()
+                    continue
                 TIMES.append(arrived)
                 await asyncio.sleep(args.latency)
                 body = json.dumps({"MessageId": f"stub-{uuid.uuid4().hex}"}).encode()
@@ -58,10 +79,16 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, arg
                 writer.write(_response("200 OK", body))
             elif path.startswith("/stats"):
                 writer.write(
-                    _response("200 OK", json.dumps({"count": len(TIMES), "times": TIMES}).encode())
+                    _response(
+                        "200 OK",
+                        json.dumps(
+                            {"count": len(TIMES), "times": TIMES, "throttled": THROTTLED[0]}
+                        ).encode(),
+                    )
                 )
             elif path.startswith("/reset"):
                 TIMES.clear()
+                THROTTLED[0] = 0
                 writer.write(_response("200 OK", b"{}"))
             else:
                 writer.write(_response("404 Not Found", b'{"message": "not found"}'))
@@ -77,7 +104,10 @@ async def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--max-rate", type=float, default=100000.0)
+    parser.add_argument("--throttle", type=float, default=0.0, help="share answered 429")
+    parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
+    args.random = random.Random(args.seed)
     server = await asyncio.start_server(
         lambda r, w: handle(r, w, args), "127.0.0.1", args.port, limit=2**24, backlog=1024
     )

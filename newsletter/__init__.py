@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 from typing import Any
-
-from flask import Flask
 
 from newsletter.config import data_dir
 from newsletter.config import default_instance_path
 from newsletter.config import load_config
 
+if TYPE_CHECKING:
+    from flask import Flask
+
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the web application from NEWSLETTER_* variables, or a test dict."""
+    from flask import Flask  # here, not at import: `newsletter --help` needs no Flask
+
     overrides = dict(test_config or {})
     mailer = overrides.pop("MAILER", None)
     instance_path = Path(overrides.pop("INSTANCE_PATH", default_instance_path()))

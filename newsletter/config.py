@@ -52,8 +52,9 @@ DEFAULTS: dict[str, Any] = {
     "SES_CONFIGURATION_SET": None,
     # Messages per second across all workers; None reads the SES account quota.
     "SEND_RATE": None,
-    # Sends in flight at once per worker process (threads; SES latency hides behind them).
-    "SEND_CONCURRENCY": 8,
+    # The most sends in flight at once per worker process (threads; SES latency hides
+    # behind them); a worker keeps as many as its rate needs at the latency it measures.
+    "SEND_CONCURRENCY": 64,
     # A worker silent for this many seconds is taken for dead: its in-flight rows
     # become "unknown" (on the same machine a vanished process is noticed at once).
     "WORKER_LEASE": 30,
@@ -94,6 +95,8 @@ DEFAULTS: dict[str, Any] = {
     "LOGIN_WINDOW": 900,
     # Largest CSV file the console's import page accepts, in bytes.
     "IMPORT_MAX_BYTES": 512 * 1024 * 1024,
+    # Bearer token for GET /metrics (Prometheus); unset, /metrics answers 404.
+    "METRICS_TOKEN": None,
 }
 
 # Settings that have no default in production: start-up fails naming the variable.

@@ -20,6 +20,7 @@ from typing import Protocol
 
 from newsletter import clock
 from newsletter import headers as headers_module
+from newsletter import metrics
 
 if TYPE_CHECKING:
     from newsletter.lists import ListIdentity
@@ -163,7 +164,14 @@ class RecipientRejectedError(MailerError):
 
 
 class TransientError(MailerError):
-    """Network trouble or a 5xx: unknown whether it was taken; retry with back-off."""
+    """SES provably did not take the message (no connection, or an error answer naming
+    its cause): retry with back-off."""
+
+
+class UnknownOutcomeError(MailerError):
+    """The request may have reached SES and its answer was lost (read timeout, connection
+    closed or reset, a 5xx without an error body): SES may have taken the message, so it
+    is never retried by itself."""
 
 
 class Mailer(Protocol):
@@ -232,6 +240,10 @@ _RECIPIENT_CODES = {"MessageRejected", "BadRequestException", "InvalidParameterV
 def classify_ses_error(code: str, message: str, status: int | None) -> MailerError:
     """Map an SES error code and message to the action the sending engine takes."""
     text = f"{code}: {message}"
+    if status is not None and status >= 500 and not _names_a_cause(code):
+        # A bare 5xx (a proxy or load balancer, an empty or non-JSON body): the request
+        # may have been processed behind it.
+        return UnknownOutcomeError(f"HTTP {status} without an error body: {message}", code)
     if "daily message quota" in message.lower() or code == "LimitExceededException":
         return QuotaExceededError(text, code)
     if code in _THROTTLE_CODES or status == 429:
@@ -243,6 +255,31 @@ def classify_ses_error(code: str, message: str, status: int | None) -> MailerErr
     if status is not None and status >= 500:
         return TransientError(text, code)
     return RecipientRejectedError(text, code)
+
+
+def _names_a_cause(code: str | None) -> bool:
+    # botocore puts the HTTP status (or nothing) in the code when the body named none.
+    return bool(code) and not code.isdigit() and code != "Unknown"
+
+
+def classify_botocore_error(exc: Exception) -> MailerError:
+    """Map an exception from the SES call (not an SES answer) to the engine's action.
+
+    Only failures that happen before the request can have been written (no connection,
+    a connect timeout, no credentials, a bad parameter) are known not to have reached SES.
+    Anything after that (read timeout, connection closed or reset, an answer that cannot
+    be read) may hide an accepted message: `unknown`, never retried by itself.
+    """
+    from botocore import exceptions as b
+
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, (b.ConnectTimeoutError, b.EndpointConnectionError, b.ProxyConnectionError)):
+        return TransientError(text, "connect")
+    if isinstance(exc, (b.NoCredentialsError, b.PartialCredentialsError, b.NoRegionError)):
+        return AccountPausedError(text, "credentials")
+    if isinstance(exc, b.ParamValidationError):
+        return RecipientRejectedError(text, "parameters")
+    return UnknownOutcomeError(text, "network")
 
 
 class SesMailer:
@@ -270,8 +307,9 @@ class SesMailer:
                 region_name=region or "us-east-1",
                 endpoint_url=endpoint_url,
                 config=Config(
-                    # Our sending engine decides every retry, so botocore makes none.
-                    retries={"total_max_attempts": 1},
+                    # Our sending engine decides every retry, so botocore makes none: a
+                    # retry after a read timeout could send a second copy.
+                    retries={"total_max_attempts": 1, "mode": "standard"},
                     max_pool_connections=max_pool_connections,
                     connect_timeout=timeout,
                     read_timeout=timeout,
@@ -293,7 +331,8 @@ class SesMailer:
         if message.tags:
             kwargs["EmailTags"] = [{"Name": k, "Value": v} for k, v in message.tags.items()]
         try:
-            response = self.client.send_email(**kwargs)
+            with metrics.SES_CALL_SECONDS.time():
+                response = self.client.send_email(**kwargs)
         except ClientError as exc:
             error = exc.response.get("Error", {})
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
@@ -301,7 +340,7 @@ class SesMailer:
                 error.get("Code", "Unknown"), error.get("Message", ""), status
             ) from exc
         except BotoCoreError as exc:
-            raise TransientError(f"{type(exc).__name__}: {exc}", "network") from exc
+            raise classify_botocore_error(exc) from exc
         return response["MessageId"]
 
 

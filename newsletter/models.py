@@ -438,3 +438,49 @@ class ImportJob(Base):
     updated_at: so.Mapped[datetime] = so.mapped_column(default=clock.now, onupdate=clock.now)
 
     list: so.Mapped[MailingList] = so.relationship()
+
+
+class IssueDraft(Base):
+    """Issue YAML an editor pasted or uploaded in the console, kept until it is sent.
+
+    In the database, not on a web machine's disk: the editor's next request may land on
+    any machine.
+    """
+
+    __tablename__ = "issue_draft"
+
+    token: so.Mapped[str] = so.mapped_column(sa.String(64), primary_key=True)
+    list_slug: so.Mapped[str] = so.mapped_column(sa.String(64))
+    source_name: so.Mapped[str] = so.mapped_column(sa.String(255))
+    text: so.Mapped[str] = so.mapped_column(sa.Text)
+    editor_id: so.Mapped[int | None] = so.mapped_column(
+        sa.ForeignKey("user_account.id", ondelete="SET NULL")
+    )
+    created_at: so.Mapped[created]
+    # Saving sets it; `newsletter db prune` removes drafts not saved for the retention.
+    updated_at: so.Mapped[datetime] = so.mapped_column(default=clock.now, index=True)
+
+
+class ImportUpload(Base):
+    """A CSV file uploaded in the console, kept in chunks from the upload to its import."""
+
+    __tablename__ = "import_upload"
+
+    id: so.Mapped[intpk]
+    # The secret the mapping form carries (never the client's file name).
+    token: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
+    filename: so.Mapped[str] = so.mapped_column(sa.String(255))
+    size: so.Mapped[int] = so.mapped_column(sa.BigInteger, default=0)
+    created_at: so.Mapped[created] = so.mapped_column(index=True)
+
+
+class ImportUploadChunk(Base):
+    """One piece of an uploaded file (imports.uploads.CHUNK_BYTES; the last may be shorter)."""
+
+    __tablename__ = "import_upload_chunk"
+
+    upload_id: so.Mapped[int] = so.mapped_column(
+        sa.ForeignKey("import_upload.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: so.Mapped[int] = so.mapped_column(primary_key=True, autoincrement=False)
+    data: so.Mapped[bytes] = so.mapped_column(sa.LargeBinary)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -29,16 +30,31 @@ from newsletter.models import SendPace
 log = logging.getLogger(__name__)
 
 PACE_NAME = "ses"
-# AWS: the accepted rate "might be less than the maximum send rate"; pace below it.
-SES_RATE_SHARE = 0.9
+# Pace at SES's MaxSendRate itself: slots are spaced exactly 1/rate apart, so no second
+# goes over it, and if SES accepts less it throttles and the rate comes down (below).
+SES_RATE_SHARE = 1.0
 # How long to reserve ahead: short, so a slow worker wastes little of the budget.
 RESERVE_HORIZON = 0.1
-# After a throttle: the lowest rate as a share of the maximum, and the pause for everyone.
+# The shared rate changes at most once per window (SES counts its rate per second).
+RATE_WINDOW = 1.0
+# The lowest rate throttling can bring the pace down to, as a share of the maximum.
 MIN_RATE_SHARE = 0.05
-THROTTLE_COOL_OFF = 1.0
-# Recovery after throttling: every RECOVERY_STEP seconds, add this share of the maximum.
-RECOVERY_STEP = 2.0
+# A window with throttles: the rate drops by the share of calls throttled (so it lands on
+# what SES took). Up to this share the throttles may not be ours (SES throttles a few
+# calls at any rate): the rate also grows back by RECOVERY_SHARE, so it does not sink.
+TOLERATED_SHARE = 0.15
+# Weight of the newest window in the usual throttled share (one window's count is noisy).
+SHARE_SMOOTHING = 0.3
+# A window without throttles: the rate grows by this factor, or this share of the
+# maximum if more: from the floor back to the maximum in about eight seconds.
+RECOVERY_FACTOR = 1.25
 RECOVERY_SHARE = 0.1
+# In-flight calls a worker keeps: rate x measured latency (Little's law) x this headroom,
+# plus a few, within the cap (NEWSLETTER_SEND_CONCURRENCY).
+IN_FLIGHT_HEADROOM = 1.5
+IN_FLIGHT_EXTRA = 2
+# Before the first answers have measured the latency.
+IN_FLIGHT_START = 8
 QUOTA_REFRESH = timedelta(minutes=5)
 
 
@@ -140,6 +156,91 @@ def decide_settings(configured_rate: float | None, source: QuotaSource | None) -
     return PaceSettings(max_rate=max(quota.max_send_rate * SES_RATE_SHARE, 0.1), quota=quota)
 
 
+def next_rate(
+    rate: float, max_rate: float, calls: int, throttles: int, usual_share: float | None = None
+) -> float:
+    """Return the shared rate for the next window, from one window's calls and throttles.
+
+    Throttles caused by our rate shrink as the rate falls; throttles SES gives a few calls
+    at any rate do not. So the rate drops by the share throttled, which lands it on what
+    SES took; while the usual share (smoothed over windows; this window's if None) stays
+    small, it also grows back, so random throttling cannot sink it.
+    """
+    floor = max_rate * MIN_RATE_SHARE
+    if throttles <= 0:
+        if calls <= 0:
+            return rate
+        grown = max(rate * RECOVERY_FACTOR, rate + RECOVERY_SHARE * max_rate)
+        return max(min(grown, max_rate), min(rate, max_rate))
+    share = min(throttles / max(calls, throttles), 1.0)
+    new = rate * (1.0 - share)
+    if (share if usual_share is None else usual_share) <= TOLERATED_SHARE:
+        new += RECOVERY_SHARE * max_rate
+    return min(max(new, floor), max_rate)
+
+
+def in_flight_for(rate: float | None, latency: float | None, cap: int) -> int:
+    """Return how many SES calls to keep in flight for `rate` at `latency` (Little's law).
+
+    rate None (no limit): the cap. latency None (nothing measured yet): a small start.
+    """
+    if rate is None:
+        return cap
+    if latency is None:
+        return max(1, min(cap, IN_FLIGHT_START))
+    # (less a hair: 200 x 0.05 x 1.5 is 15.000000000000002 in floating point)
+    need = math.ceil(rate * latency * IN_FLIGHT_HEADROOM - 1e-9) + IN_FLIGHT_EXTRA
+    return max(1, min(cap, need))
+
+
+class LatencyGauge:
+    """Recent SES call times (seconds); `value` is their 90th percentile, None before any."""
+
+    def __init__(self, size: int = 256, every: int = 16) -> None:
+        self._samples: deque[float] = deque(maxlen=size)
+        self._every = every
+        self._fresh = 0
+        self._value: float | None = None
+
+    def add(self, seconds: float) -> None:
+        """Record one call's time."""
+        self._samples.append(seconds)
+        self._fresh += 1
+
+    def value(self) -> float | None:
+        """Return the 90th percentile of recent calls (recomputed every few samples)."""
+        if self._samples and (self._value is None or self._fresh >= self._every):
+            ordered = sorted(self._samples)
+            self._value = ordered[int(0.9 * (len(ordered) - 1))]
+            self._fresh = 0
+        return self._value
+
+
+class RateWindow:
+    """One worker's calls and throttles in the current window of the shared rate."""
+
+    def __init__(self, start: float, length: float = RATE_WINDOW) -> None:
+        self.start = start
+        self.length = length
+        self.calls = 0
+        self.throttles = 0
+        self.usual_share: float | None = None  # throttled share, smoothed over windows
+
+    def due(self, now: float) -> bool:
+        """True when the window is over and saw calls or throttles."""
+        return now - self.start >= self.length and (self.calls > 0 or self.throttles > 0)
+
+    def close(self, now: float) -> tuple[int, int]:
+        """Return (calls, throttles) of the window and start the next one."""
+        calls, throttles = self.calls, self.throttles
+        if calls or throttles:
+            share = min(throttles / max(calls, throttles), 1.0)
+            usual = self.usual_share
+            self.usual_share = share if usual is None else usual + SHARE_SMOOTHING * (share - usual)
+        self.start, self.calls, self.throttles = now, 0, 0
+        return calls, throttles
+
+
 class Pacer:
     """Hands out send slots from the shared budget; one per worker process."""
 
@@ -150,6 +251,7 @@ class Pacer:
         source: QuotaSource | None = None,
         *,
         name: str = PACE_NAME,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.database = database
         self.settings = settings
@@ -158,12 +260,36 @@ class Pacer:
         self.unlimited = settings.max_rate is None
         self._rate = float(settings.max_rate or 1.0)
         self._postgres = database.engine.dialect.name == "postgresql"
+        self._clock = clock
+        self._window = RateWindow(clock())
+        # The database's clock minus this host's (seconds): times in the shared row are on
+        # the database's clock, so a host whose clock is off neither pushes the other
+        # workers' slots away nor sends early. Measured at setup, renewed by the worker.
+        self.clock_offset = 0.0
+
+    def _db_epoch(self) -> sa.ColumnElement[float]:
+        """The database's current Unix time, as a SQL expression."""
+        if self._postgres:
+            return sa.cast(sa.extract("epoch", sa.func.clock_timestamp()), sa.Float)
+        return (sa.func.julianday("now") - 2440587.5) * 86400.0
+
+    def measure_clock(self) -> float:
+        """Measure how far the database's clock is from this host's; return the offset."""
+        with self.database.engine.connect() as connection:
+            db_time = connection.scalar(sa.select(self._db_epoch()))
+        self.clock_offset = float(db_time) - self._clock()
+        return self.clock_offset
+
+    def _db_time(self) -> float:
+        """The database's time (Unix seconds), as this host best knows it."""
+        return self._clock() + self.clock_offset
 
     def setup(self) -> None:
         """Create or update the shared row with this worker's settings."""
         if self.unlimited:
             return
-        now = time.time()
+        self.measure_clock()
+        now = self._db_time()
         max_rate = float(self.settings.max_rate or 0)
         with self.database.transaction() as session:
             # Workers starting together: create the row once, then everyone locks it.
@@ -250,9 +376,11 @@ class Pacer:
         """
         if wanted <= 0:
             return []
-        now = time.time()
+        now = self._clock()
         if self.unlimited:
             return [now] * wanted
+        if self._window.due(now):
+            self.adjust_rate()
         count = min(wanted, max(1, math.floor(self._rate * RESERVE_HORIZON)))
         table = SendPace.__table__
         greatest = sa.func.greatest if self._postgres else sa.func.max
@@ -269,7 +397,8 @@ class Pacer:
                         ),
                     )
                     .values(
-                        next_slot=greatest(table.c.next_slot, now) + count / table.c.rate,
+                        next_slot=greatest(table.c.next_slot, now + self.clock_offset)
+                        + count / table.c.rate,
                         quota_used_since=table.c.quota_used_since + count,
                     )
                     .returning(table.c.next_slot, table.c.rate)
@@ -287,7 +416,10 @@ class Pacer:
             else:
                 raise QuotaExhausted("The SES daily sending quota is used up.")
         end, self._rate = row
+        self._window.calls += count
         interval = 1.0 / self._rate
+        # On this host's clock: the worker waits for them with time.time().
+        end -= self.clock_offset
         return [end - (count - i) * interval for i in range(count)]
 
     def _connection(self):
@@ -310,43 +442,60 @@ class Pacer:
                 .values(quota_used_since=greatest(table.c.quota_used_since - unused, 0.0))
             )
 
+    @property
+    def rate(self) -> float | None:
+        """The shared rate as last seen (None: no limit)."""
+        return None if self.unlimited else self._rate
+
+    def throttled(self, count: int = 1) -> float:
+        """Count calls SES answered "too many requests"; the rate changes once per window."""
+        if not self.unlimited:
+            self._window.throttles += count
+        return self._rate
+
     def recover_rate(self) -> None:
-        """Raise the shared rate again, step by step, after throttling stopped."""
+        """Apply the window's verdict when it is over (also while no slots are reserved)."""
+        if not self.unlimited and self._window.due(self._clock()):
+            self.adjust_rate()
+
+    def adjust_rate(self) -> float | None:
+        """Close this worker's window and change the shared rate by what it saw (next_rate).
+
+        Conditioned on the shared row not having changed within the window: with many
+        workers the rate still changes at most once per window. Returns the rate in force.
+        """
         if self.unlimited:
-            return
-        now = time.time()
+            return None
+        now = self._clock()
+        calls, throttles = self._window.close(now)
+        db_now = now + self.clock_offset
+        max_rate = float(self.settings.max_rate or self._rate)
+        new = next_rate(self._rate, max_rate, calls, throttles, self._window.usual_share)
+        if new == self._rate:
+            return self._rate
         table = SendPace.__table__
-        least = sa.func.least if self._postgres else sa.func.min
-        with self.database.engine.begin() as connection:
+        with self._connection() as connection:
             row = connection.execute(
                 sa.update(table)
                 .where(
                     table.c.name == self.name,
-                    table.c.rate < table.c.max_rate,
-                    table.c.rate_changed_at <= now - RECOVERY_STEP,
+                    table.c.rate_changed_at <= db_now - RATE_WINDOW * 0.9,
                 )
                 .values(
-                    rate=least(table.c.max_rate, table.c.rate + RECOVERY_SHARE * table.c.max_rate),
-                    rate_changed_at=now,
+                    rate=sa.func.min(table.c.max_rate, new)
+                    if not self._postgres
+                    else sa.func.least(table.c.max_rate, new),
+                    rate_changed_at=db_now,
                 )
                 .returning(table.c.rate)
             ).first()
         if row is not None:
+            if throttles:
+                log.info(
+                    "SES throttled %s of %s calls: the shared rate is now %.1f/s",
+                    throttles,
+                    calls,
+                    row[0],
+                )
             self._rate = row[0]
-
-    def throttled(self) -> float:
-        """Slow everyone down after SES said "too many requests"; return the new rate."""
-        if self.unlimited:
-            return 0.0
-        now = time.time()
-        with self.database.transaction() as session:
-            row = session.get(SendPace, self.name, with_for_update=True, populate_existing=True)
-            if row is None:
-                return 0.0
-            # Many workers see the same burst of 429s: halve once per cool-off, not per error.
-            if now - row.rate_changed_at >= THROTTLE_COOL_OFF or row.rate >= row.max_rate:
-                row.rate = max(row.rate / 2, row.max_rate * MIN_RATE_SHARE)
-                row.rate_changed_at = now
-            row.next_slot = max(row.next_slot, now + THROTTLE_COOL_OFF * random.uniform(0.8, 1.2))
-            self._rate = row.rate
-            return row.rate
+        return self._rate

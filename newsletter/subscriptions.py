@@ -23,6 +23,7 @@ import sqlalchemy.orm as so
 from newsletter import clock
 from newsletter import i18n
 from newsletter import mail
+from newsletter import metrics
 from newsletter import ratelimits
 from newsletter import suppressions
 from newsletter import tokens
@@ -338,6 +339,14 @@ def _consent(
     subscription.consent_form = (form or "")[:MAX_FORM_LENGTH] or None
 
 
+# What each status change counts in the metrics (signups include re-signups).
+_COUNTERS = {
+    SubscriptionStatus.PENDING: metrics.SIGNUPS,
+    SubscriptionStatus.ACTIVE: metrics.CONFIRMATIONS,
+    SubscriptionStatus.UNSUBSCRIBED: metrics.UNSUBSCRIBES,
+}
+
+
 def _event(session: so.Session, subscription: Subscription, reason: str, ip: str | None) -> None:
     session.add(
         SubscriptionEvent(
@@ -348,6 +357,9 @@ def _event(session: so.Session, subscription: Subscription, reason: str, ip: str
             ip=(ip or "")[:45] or None,
         )
     )
+    counter = _COUNTERS.get(subscription.status)
+    if counter is not None:
+        metrics.count_on_commit(session, counter)
 
 
 def _set_status(

@@ -17,6 +17,14 @@ from newsletter.i18n import N_
 CONFIRM_SALT = "newsletter.confirm.v1"
 UNSUBSCRIBE_SALT = "newsletter.unsubscribe.v1"
 _ALPHABET = string.digits + string.ascii_lowercase
+CONFIRM_LINK_DAMAGED = N_(
+    "This confirmation link is not valid. Copy the whole link from the email into your "
+    "browser, or sign up again."
+)
+UNSUBSCRIBE_LINK_DAMAGED = N_(
+    "This unsubscribe link is not valid. Copy the whole link from the email into your "
+    "browser, or use the unsubscribe link of another issue."
+)
 
 
 class InvalidToken(NewsletterError):
@@ -59,14 +67,14 @@ def read_confirm_token(secret_key: str, token: str, max_age: int) -> tuple[int, 
             subscription_id,
         ) from None
     except (BadTimeSignature, BadSignature, UnicodeError, ValueError):
-        raise InvalidToken(N_("This confirmation link is not valid.")) from None
+        raise InvalidToken(CONFIRM_LINK_DAMAGED) from None
     if (
         not isinstance(value, list)
         or len(value) != 2
         or not isinstance(value[0], int)
         or not isinstance(value[1], str)
     ):
-        raise InvalidToken(N_("This confirmation link is not valid."))
+        raise InvalidToken(CONFIRM_LINK_DAMAGED)
     return value[0], value[1]
 
 
@@ -92,7 +100,7 @@ def read_unsubscribe_token(secret_key: str, token: str) -> int:
         value = signer.unsign(token).decode("ascii")
         return int(value, 36)
     except (BadSignature, UnicodeError, ValueError):
-        raise InvalidToken(N_("This unsubscribe link is not valid.")) from None
+        raise InvalidToken(UNSUBSCRIBE_LINK_DAMAGED) from None
 
 
 def unsubscribe_url(base_url: str, secret_key: str, subscription_id: int) -> str:

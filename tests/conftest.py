@@ -7,6 +7,7 @@ NEWSLETTER_TEST_BACKENDS=sqlite for a quick local run; CI runs both.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import socket
@@ -74,6 +75,19 @@ def _loopback_only(self: socket.socket, address: Any) -> Any:
 @pytest.fixture(autouse=True)
 def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", _loopback_only)
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """Put the root logger back as it was after a test that calls newsletter.logs.configure."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    filters = {handler: list(handler.filters) for handler in handlers}
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for handler, kept in filters.items():
+        handler.filters[:] = kept
 
 
 # --- Databases --------------------------------------------------------------------------

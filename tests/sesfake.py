@@ -2,8 +2,12 @@
 
 It answers `POST /v2/email/outbound-emails` (SendEmail) and `GET /v2/email/account`
 (GetAccount) the way SES does, records every message it accepted, and can throttle
-(429 TooManyRequestsException), reject (400 MessageRejected), fail (500), hang, be slow,
-or enforce a maximum rate of its own, like SES does.
+(429 TooManyRequestsException), reject (400 MessageRejected), fail (500 with an error
+body, or a bare 500), hang, be slow, or enforce a maximum rate of its own, like SES does.
+It can also take a message and then leave the client in the dark, the ambiguous cases:
+`drop` (accept, then close the connection without an answer), `reset` (accept, then reset
+the connection) and `late` (accept, then answer after `seconds`, past the client's read
+timeout).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import struct
 import threading
 import time
 import uuid
@@ -28,6 +33,8 @@ ERRORS = {
     "quota": (400, "LimitExceededException", "Daily message quota exceeded."),
     "paused": (400, "SendingPausedException", "Sending is paused for this account."),
 }
+# Misbehaviours after which the message *was* accepted, but the client never learns it.
+AMBIGUOUS = ("drop", "reset", "late")
 
 
 @dataclass
@@ -44,7 +51,7 @@ class Accepted:
 class Rule:
     """Misbehave `count` times (for one recipient, if given)."""
 
-    kind: str  # a key of ERRORS, or "hang" / "slow"
+    kind: str  # a key of ERRORS, or "hang" / "slow" / "bare500", or one of AMBIGUOUS
     count: int = 1
     recipient: str | None = None
     seconds: float = 0.0
@@ -128,7 +135,9 @@ class SesFake:
 
     def send_email(
         self, body: dict[str, Any], arrived: float
-    ) -> tuple[int, dict[str, str], dict[str, Any]] | None:
+    ) -> tuple[int, dict[str, str], dict[str, Any]] | str | None:
+        """Return the answer (status, headers, body), None to hang up unseen, or an
+        ambiguous kind ("drop", "reset", "late") after accepting the message."""
         with self._lock:
             self.requests += 1
         recipients = body.get("Destination", {}).get("ToAddresses", [])
@@ -142,6 +151,8 @@ class SesFake:
             time.sleep(delay)
         if rule is not None and rule.kind in ERRORS:
             return _error(*ERRORS[rule.kind])
+        if rule is not None and rule.kind == "bare500":
+            return 500, {}, {}
         if not self.sending_enabled:
             return _error(*ERRORS["paused"])
         if self._over_rate(arrived):
@@ -160,6 +171,8 @@ class SesFake:
                     at=arrived,
                 )
             )
+        if rule is not None and rule.kind in AMBIGUOUS:
+            return rule.kind if rule.kind != "late" else f"late:{rule.seconds}:{message_id}"
         return 200, {}, {"MessageId": message_id}
 
     def account(self) -> dict[str, Any]:
@@ -188,7 +201,7 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def _answer(self, status: int, headers: dict[str, str], body: dict[str, Any]) -> None:
-        payload = json.dumps(body).encode()
+        payload = json.dumps(body).encode() if body else b""
         lines = [f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}"]
         lines += [f"{k}: {v}" for k, v in headers.items()]
         lines += [
@@ -207,14 +220,32 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(404, {"x-amzn-ErrorType": "NotFoundException"}, {"message": "no"})
             return
         answer = self.state.send_email(body, arrived)
-        if answer is None:
+        if answer is None or answer == "drop":
+            self._hang_up()
+            return
+        if answer == "reset":
+            # SO_LINGER 0: close() sends a RST instead of a FIN.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.close_connection = True
+            self.connection.close()
+            return
+        if isinstance(answer, str):  # "late:<seconds>:<message id>"
+            _, seconds, message_id = answer.split(":", 2)
+            time.sleep(float(seconds))
             try:
-                self.connection.shutdown(socket.SHUT_RDWR)
+                self._answer(200, {}, {"MessageId": message_id})
             except OSError:
-                pass
+                pass  # the client gave up and closed the connection
+            self.close_connection = True
             return
         self._answer(*answer)
+
+    def _hang_up(self) -> None:
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def do_GET(self) -> None:
         if self.path.rstrip("/") == "/v2/email/account":

@@ -49,10 +49,10 @@ def test_rate_and_quota_come_from_the_ses_account(runner, weekly, ses_app_config
 
     result = runner("send", ISSUE_FILE, "--list", "weekly", "--yes")
     assert result.exit_code == 0, result.output
-    assert "Sending at up to 18/s" in result.output  # 90% of MaxSendRate
+    assert "Sending at up to 20/s" in result.output  # MaxSendRate itself
     assert len(ses_app_config.accepted) == 3
     pace = db_session.get(SendPace, "ses")
-    assert pace.max_rate == 18.0 and pace.quota_max == 1000.0
+    assert pace.max_rate == 20.0 and pace.quota_max == 1000.0
     db_session.commit()
 
 

@@ -206,15 +206,24 @@ def _marked_sending(app, db_session, outbox, readers):
     worker = sending.DeliveryWorker(
         database, outbox, app.config, PaceSettings(max_rate=None, quota=None)
     )
+    worker._register()
     worker._claim()
     due = list(worker._buffer)
     worker._buffer.clear()
     for job in due:
         job.slot = time.time()
+    worker.book.busy = len(due)
     ready = worker._tick(due)
     assert _counts(db_session, issue_id) == {DeliveryStatus.SENDING: readers}
-    worker._in_flight = len(ready)
+    assert worker.book.busy == len(ready) == readers
     return issue_id, worker, ready
+
+
+def _came_back_unsent(worker, jobs):
+    """Their threads found the slots gone (a busy CPU): SES was never called."""
+    for job in jobs:
+        worker._results.put(sending.Outcome(job))
+    worker._collect(0.0)
 
 
 def _ledger(db_session, issue_id):
@@ -229,8 +238,7 @@ def test_sends_that_come_back_late_when_the_worker_stops_go_back_to_the_queue(
     app, db_session, outbox
 ):
     issue_id, worker, ready = _marked_sending(app, db_session, outbox, 3)
-    # Their threads found the slots gone (a busy CPU): nothing reached SES.
-    worker._pending = [sending.Outcome(job, late=True) for job in ready]
+    _came_back_unsent(worker, ready)
     worker._drain()
     assert _ledger(db_session, issue_id) == {(DeliveryStatus.QUEUED, None): 3}
     assert outbox.messages == []
@@ -240,9 +248,10 @@ def test_sends_that_came_back_late_go_back_to_the_queue_when_their_issue_pauses(
     app, db_session, outbox
 ):
     issue_id, worker, ready = _marked_sending(app, db_session, outbox, 3)
-    worker._pending = [sending.Outcome(job, late=True) for job in ready]
-    worker._tick([])  # back in line for new slots, still `sending` and ours
+    _came_back_unsent(worker, ready)
+    worker._tick([])  # back in line for new slots: `queued` again, and still ours
     assert len(worker._buffer) == 3
+    assert _ledger(db_session, issue_id) == {(DeliveryStatus.QUEUED, worker.id): 3}
     db_session.execute(
         sa.update(Issue).where(Issue.id == issue_id).values(status=IssueStatus.PAUSED)
     )
@@ -270,11 +279,11 @@ def test_slots_a_stopping_worker_never_used_go_back_to_the_daily_quota(app, db_s
     slots = worker._reserve(7)
     assert len(slots) == 7 and used() == before + 7
     # Five still waiting for a message, two given up late by their threads (a busy CPU).
-    worker._slots.extend(slots[:5])
-    worker._unused_slots = 2
+    worker.book.add(slots[:5])
+    worker.book.unused = 2
     worker._drain()
     assert used() == before
-    assert not worker._slots and worker._unused_slots == 0
+    assert not worker.book.held and worker.book.unused == 0
 
 
 def test_ctrl_c_stops_cleanly_and_a_new_worker_goes_on(app, db_session, ses_fake):

@@ -89,7 +89,10 @@ def import_ses(state: CliState) -> None:
     from botocore.exceptions import BotoCoreError
     from botocore.exceptions import ClientError
 
-    with state.transaction() as session, tqdm(desc="SES suppression list", unit=" addr") as bar:
+    with (
+        state.transaction() as session,
+        tqdm(desc="SES suppression list", unit=" addr", disable=None) as bar,
+    ):
         try:
             result = suppressions_core.import_ses(session, client, progress=bar)
         except ClientError as exc:

@@ -13,6 +13,7 @@ from dataclasses import asdict
 from datetime import datetime
 from datetime import timedelta
 from typing import Any
+from typing import BinaryIO
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -163,7 +164,7 @@ class _Heartbeat:
 def run_job(
     database: Database,
     job_id: int,
-    path: str | os.PathLike[str],
+    source: str | os.PathLike[str] | BinaryIO,
     *,
     mailer: mail.Mailer,
     config: Mapping[str, Any],
@@ -209,7 +210,7 @@ def run_job(
             batch_size=batch_size,
             on_batch=on_batch,
         )
-        importer.run(path, email_column, name_column)
+        importer.run(source, email_column, name_column)
     except NewsletterError as exc:
         status, error = ImportStatus.FAILED, str(exc)
     except Exception as exc:

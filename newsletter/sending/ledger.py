@@ -8,12 +8,15 @@ import socket
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from datetime import timedelta
+from typing import Any
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from newsletter import clock
+from newsletter.db import UTCDateTime
 from newsletter.models import Delivery
 from newsletter.models import DeliveryStatus
 from newsletter.models import Issue
@@ -106,47 +109,100 @@ def _process_gone(pid: int) -> bool:
     return False
 
 
-def recover_lost_workers(session: so.Session, *, lease: float) -> int:
-    """Mark workers that stopped heart-beating as lost; their in-flight rows become unknown.
+def db_clock(session: so.Session) -> sa.ColumnElement[datetime]:
+    """Return a SQL expression for the database's current time (UTC, timezone-aware).
 
-    A worker on this machine whose process is gone is lost at once; elsewhere, after the
-    lease. Rows it had claimed but not started go back to the queue (never attempted).
-    Returns how many rows became unknown.
+    Leases are judged with it: every worker writes its heartbeat with the database's
+    clock and every judge compares with the same clock, so a host whose clock is off
+    changes nothing.
     """
-    now = clock.now()
+    if session.get_bind().dialect.name == "postgresql":
+        expression = sa.func.clock_timestamp()
+    else:
+        # The format SQLAlchemy stores SQLite timestamps in (microseconds).
+        expression = sa.func.strftime("%Y-%m-%d %H:%M:%f000", "now")
+    return sa.type_coerce(expression, UTCDateTime())
+
+
+def db_now(session: so.Session) -> datetime:
+    """Return the database's current time."""
+    return session.scalar(sa.select(db_clock(session)))
+
+
+# PostgreSQL advisory lock key: one recovery at a time (two sweeping the same rows in
+# different orders could deadlock each other).
+RECOVERY_LOCK = 0x6E6C7277
+
+
+def recover_lost_workers(session: so.Session, *, lease: float) -> int:
+    """Mark workers that stopped heart-beating as lost and recover rows left by any worker
+    that is no longer running; return how many rows became unknown.
+
+    A worker whose heartbeat (database clock) is older than the lease is lost; on this
+    machine, a worker whose process is gone is lost at once. Rows left `sending` by a
+    worker that is not running (lost, crashed, or stopped with calls still in flight)
+    become `unknown`: SES may have taken them. Rows a lost worker had claimed but never
+    started go back to the queue.
+    """
+    if session.get_bind().dialect.name == "postgresql" and not session.scalar(
+        sa.select(sa.func.pg_try_advisory_xact_lock(RECOVERY_LOCK))
+    ):
+        return 0  # another worker is recovering right now
+    now = db_now(session)
     host = socket.gethostname()[:255]
-    running = session.scalars(
-        sa.select(Worker).where(Worker.status == WorkerStatus.RUNNING).with_for_update()
+    # SKIP LOCKED: a worker whose row is locked is writing its heartbeat right now.
+    candidates = session.scalars(
+        sa.select(Worker)
+        .where(
+            Worker.status == WorkerStatus.RUNNING,
+            sa.or_(Worker.heartbeat_at < now - timedelta(seconds=lease), Worker.hostname == host),
+        )
+        .with_for_update(skip_locked=True)
     ).all()
-    unknown = 0
-    for worker in running:
+    for worker in candidates:
         stale = now - worker.heartbeat_at > timedelta(seconds=lease)
         dead_here = worker.hostname == host and _process_gone(worker.pid)
         if not (stale or dead_here):
             continue
         worker.status = WorkerStatus.LOST
         worker.stopped_at = now
-        result = session.execute(
-            sa.update(Delivery)
-            .where(Delivery.claimed_by == worker.id, Delivery.status == DeliveryStatus.SENDING)
-            .values(
-                status=DeliveryStatus.UNKNOWN,
-                error=(
-                    f"worker {worker.id} stopped while sending; SES may or may not have "
-                    "accepted this message"
-                ),
-                updated_at=now,
-            )
+        log.warning(
+            "worker %s is lost (%s); its rows are recovered",
+            worker.id,
+            "its process is gone" if dead_here else f"no heartbeat for over {lease:g} s",
         )
-        unknown += result.rowcount or 0
         session.execute(
             sa.update(Delivery)
             .where(Delivery.claimed_by == worker.id, Delivery.status == DeliveryStatus.QUEUED)
             .values(claimed_by=None, claimed_at=None, updated_at=now)
+            .execution_options(synchronize_session=False)
         )
-        log.warning("worker %s was lost; %s in-flight rows marked unknown", worker.id, unknown)
     session.flush()
-    return unknown
+    # Rows `sending` under any worker that is not running. Only sends that can still have
+    # rows in flight: the statement stays on the (issue, status) index.
+    alive = sa.select(Worker.id).where(Worker.status == WorkerStatus.RUNNING)
+    open_issues = sa.select(Issue.id).where(
+        Issue.status.in_((IssueStatus.SENDING, IssueStatus.PAUSED, IssueStatus.CANCELLED))
+    )
+    unknown = session.execute(
+        sa.update(Delivery)
+        .where(
+            Delivery.issue_id.in_(open_issues),
+            Delivery.status == DeliveryStatus.SENDING,
+            sa.or_(Delivery.claimed_by.is_(None), Delivery.claimed_by.not_in(alive)),
+        )
+        .values(
+            status=DeliveryStatus.UNKNOWN,
+            error=sa.literal("worker ")
+            + sa.func.coalesce(Delivery.claimed_by, "?")
+            + " stopped while sending; SES may or may not have accepted this message",
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if unknown:
+        log.warning("%s rows left sending by stopped workers are now unknown", unknown)
+    return unknown or 0
 
 
 def live_worker(session: so.Session, *, lease: float) -> Worker | None:
@@ -156,10 +212,206 @@ def live_worker(session: so.Session, *, lease: float) -> Worker | None:
         sa.select(Worker)
         .where(
             Worker.status == WorkerStatus.RUNNING,
-            Worker.heartbeat_at >= clock.now() - timedelta(seconds=lease),
+            Worker.heartbeat_at >= db_now(session) - timedelta(seconds=lease),
         )
         .order_by(Worker.heartbeat_at.desc())
         .limit(1)
+    )
+
+
+# --- A worker's own rows: every write is fenced by ownership --------------------------------
+
+
+def heartbeat(session: so.Session, worker_id: str) -> datetime | None:
+    """Renew the worker's lease (database clock); return the database time, or None when
+    the worker is no longer `running` (another worker declared it lost)."""
+    return session.scalar(
+        sa.update(Worker)
+        .where(Worker.id == worker_id, Worker.status == WorkerStatus.RUNNING)
+        .values(heartbeat_at=db_clock(session))
+        .returning(Worker.heartbeat_at)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def claim(
+    session: so.Session, worker_id: str, issue_ids: list[int], limit: int, now: datetime
+) -> list[Job]:
+    """Claim up to `limit` queued rows of the issues for the worker; return them as jobs.
+
+    `SELECT ... FOR UPDATE SKIP LOCKED` hands each row to one worker on PostgreSQL; the
+    UPDATE is fenced as well (unclaimed and queued), so a row is never claimed twice.
+    """
+    candidates = (
+        sa.select(Delivery.id)
+        .where(
+            Delivery.issue_id.in_(issue_ids),
+            Delivery.status == DeliveryStatus.QUEUED,
+            Delivery.claimed_by.is_(None),
+            sa.or_(Delivery.retry_at.is_(None), Delivery.retry_at <= now),
+        )
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    ids = list(session.scalars(candidates))
+    if not ids:
+        return []
+    claimed = list(
+        session.scalars(
+            sa.update(Delivery)
+            .where(
+                Delivery.id.in_(ids),
+                Delivery.claimed_by.is_(None),
+                Delivery.status == DeliveryStatus.QUEUED,
+            )
+            .values(claimed_by=worker_id, claimed_at=now)
+            .returning(Delivery.id)
+            .execution_options(synchronize_session=False)
+        )
+    )
+    if not claimed:
+        return []
+    rows = session.execute(
+        sa.select(
+            Delivery.id,
+            Delivery.issue_id,
+            Delivery.subscription_id,
+            Delivery.attempts,
+            Subscriber.display_email,
+            Subscriber.name,
+        )
+        .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+        .where(Delivery.id.in_(claimed))
+        .order_by(Delivery.id)
+    ).all()
+    return [
+        Job(
+            delivery_id=row.id,
+            issue_id=row.issue_id,
+            subscription_id=row.subscription_id,
+            email=row.display_email,
+            name=row.name,
+            attempts=row.attempts,
+        )
+        for row in rows
+    ]
+
+
+def mark_sending(session: so.Session, worker_id: str, ids: list[int], now: datetime) -> set[int]:
+    """Mark the worker's claimed rows `sending` (before their SES call); return the ids marked.
+
+    Fenced: only rows still queued and claimed by this worker, and only while the worker
+    is `running`. A row missing from the answer is no longer the worker's to send.
+    """
+    if not ids:
+        return set()
+    still_running = (
+        sa.select(Worker.id)
+        .where(Worker.id == worker_id, Worker.status == WorkerStatus.RUNNING)
+        .exists()
+    )
+    return set(
+        session.scalars(
+            sa.update(Delivery)
+            .where(
+                Delivery.id.in_(ids),
+                Delivery.claimed_by == worker_id,
+                Delivery.status == DeliveryStatus.QUEUED,
+                still_running,
+            )
+            .values(status=DeliveryStatus.SENDING, error=None, updated_at=now)
+            .returning(Delivery.id)
+            .execution_options(synchronize_session=False)
+        )
+    )
+
+
+def mark_suppressed(
+    session: so.Session, worker_id: str, reasons: dict[int, str], now: datetime
+) -> None:
+    """Record claimed rows not sent because the reader left or is suppressed (fenced)."""
+    if not reasons:
+        return
+    session.execute(
+        sa.update(Delivery).where(
+            Delivery.claimed_by == worker_id, Delivery.status == DeliveryStatus.QUEUED
+        ),
+        [
+            {
+                "id": delivery_id,
+                "status": DeliveryStatus.SUPPRESSED,
+                "error": reason,
+                "updated_at": now,
+            }
+            for delivery_id, reason in reasons.items()
+        ],
+        execution_options={"synchronize_session": None},
+    )
+
+
+def record(session: so.Session, worker_id: str, rows: list[dict[str, Any]]) -> None:
+    """Write outcomes on the worker's rows (dicts with "id" and the new values), fenced.
+
+    Only rows this worker still holds (`sending`, or `unknown` after recovery took it for
+    lost: its own answer settles them) take the result. A row an SNS event already moved
+    on (delivered, bounced), or that the editor queued again, is left alone.
+    """
+    if not rows:
+        return
+    session.execute(
+        sa.update(Delivery).where(
+            Delivery.claimed_by == worker_id,
+            # (not IN: executemany cannot expand a list parameter)
+            sa.or_(
+                Delivery.status == DeliveryStatus.SENDING,
+                Delivery.status == DeliveryStatus.UNKNOWN,
+            ),
+        ),
+        rows,
+        execution_options={"synchronize_session": None},
+    )
+
+
+def release(session: so.Session, worker_id: str, ids: list[int]) -> None:
+    """Give the worker's claimed, never-sent rows back to the queue, unclaimed."""
+    if not ids:
+        return
+    session.execute(
+        sa.update(Delivery)
+        .where(
+            Delivery.id.in_(ids),
+            Delivery.claimed_by == worker_id,
+            Delivery.status == DeliveryStatus.QUEUED,
+        )
+        .values(claimed_by=None, claimed_at=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def release_all(session: so.Session, worker_id: str, now: datetime) -> int:
+    """A stopping worker's last write: queued rows back unclaimed, and rows still
+    `sending` (calls that never came back) `unknown`; return how many became unknown."""
+    session.execute(
+        sa.update(Delivery)
+        .where(Delivery.claimed_by == worker_id, Delivery.status == DeliveryStatus.QUEUED)
+        .values(claimed_by=None, claimed_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    return (
+        session.execute(
+            sa.update(Delivery)
+            .where(Delivery.claimed_by == worker_id, Delivery.status == DeliveryStatus.SENDING)
+            .values(
+                status=DeliveryStatus.UNKNOWN,
+                error=(
+                    "the worker stopped before SES answered; SES may or may not have "
+                    "accepted this message"
+                ),
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        or 0
     )
 
 

@@ -22,6 +22,7 @@ from newsletter.models import SubscriptionStatus
 from newsletter.models import Suppression
 from newsletter.sending.plan import SendError
 from newsletter.sending.plan import SendPlan
+from newsletter.wire import EncodedBody
 from newsletter.wire import MessageTemplate
 
 TEST_PREFIX = "[TEST] "
@@ -62,6 +63,7 @@ class IssueRenderer:
         self.list_slug = mailing_list.slug
         self.list_id = list_id_header(mailing_list, base_url)
         self._templates: dict[str, MessageTemplate] = {}
+        self._bodies: tuple[EncodedBody, EncodedBody] | None = None
 
     @classmethod
     def for_issue(cls, issue: Issue, mailing_list: MailingList, config: Mapping[str, Any]):
@@ -78,6 +80,17 @@ class IssueRenderer:
             mailto_domain=config.get("UNSUBSCRIBE_MAILTO_DOMAIN"),
         )
 
+    def _encoded_bodies(self) -> tuple[EncodedBody, EncodedBody]:
+        # Encoded once per issue (two threads may both do it at first: same result).
+        if self._bodies is None:
+            from newsletter.composer.placeholders import template_for
+
+            self._bodies = (
+                EncodedBody(*template_for(self.text, "email")),
+                EncodedBody(*template_for(self.html, "email")),
+            )
+        return self._bodies
+
     def message(
         self,
         *,
@@ -88,7 +101,7 @@ class IssueRenderer:
         subject_prefix: str = "",
     ) -> OutgoingMessage:
         """Return one reader's message with their own unsubscribe link and SES tags."""
-        from newsletter.composer import render_for_reader
+        from newsletter.composer.placeholders import reader_values
 
         mailto = None
         if subscription_id is not None:
@@ -100,9 +113,10 @@ class IssueRenderer:
         else:
             # A test copy to someone who is not on the list: the link leads to a polite 4xx.
             unsubscribe = f"{self.base_url}/u/test-copy"
-        html, text = render_for_reader(
-            self.html, self.text, unsubscribe_url=unsubscribe, web_url=self.web_url, name=name
+        html_values, text_values = reader_values(
+            unsubscribe_url=unsubscribe, web_url=self.web_url, name=name
         )
+        text_body, html_body = self._encoded_bodies()
         # Tags are the contract with bounce handling: SES returns them in every event.
         tags = {"list": self.list_slug}
         if self.issue_id is not None and delivery_id is not None:
@@ -124,8 +138,8 @@ class IssueRenderer:
             to_name=name,
             unsubscribe_url=unsubscribe,
             unsubscribe_mailto=mailto,
-            text=text,
-            html=html,
+            text=text_body.fill(text_values),
+            html=html_body.fill(html_values),
             tags=tags,
         )
 

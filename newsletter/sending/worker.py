@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
@@ -11,12 +12,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from collections.abc import Iterable
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from dataclasses import field
 from datetime import datetime
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,14 +25,11 @@ import sqlalchemy.exc
 import sqlalchemy.orm as so
 
 from newsletter import clock
+from newsletter import logs
+from newsletter import metrics
 from newsletter.db import Database
-from newsletter.mail import AccountPausedError
 from newsletter.mail import Mailer
-from newsletter.mail import QuotaExceededError
-from newsletter.mail import RecipientRejectedError
 from newsletter.mail import SesMailer
-from newsletter.mail import ThrottledError
-from newsletter.mail import TransientError
 from newsletter.models import Delivery
 from newsletter.models import DeliveryStatus
 from newsletter.models import Issue
@@ -42,23 +40,36 @@ from newsletter.models import SubscriptionStatus
 from newsletter.models import Suppression
 from newsletter.models import Worker
 from newsletter.models import WorkerStatus
+from newsletter.pacing import LatencyGauge
 from newsletter.pacing import Pacer
 from newsletter.pacing import PaceSettings
 from newsletter.pacing import QuotaExhausted
+from newsletter.pacing import in_flight_for
 from newsletter.sending.ledger import QUOTA_RECHECK
 from newsletter.sending.ledger import Job
+from newsletter.sending.ledger import claim
 from newsletter.sending.ledger import finish_issues
+from newsletter.sending.ledger import heartbeat
+from newsletter.sending.ledger import mark_sending
+from newsletter.sending.ledger import mark_suppressed
 from newsletter.sending.ledger import new_worker_id
 from newsletter.sending.ledger import promote_due_issues
+from newsletter.sending.ledger import record
 from newsletter.sending.ledger import recover_lost_workers
-from newsletter.sending.outcomes import MAX_ATTEMPTS
+from newsletter.sending.ledger import release
+from newsletter.sending.ledger import release_all
+from newsletter.sending.outcomes import Happened
 from newsletter.sending.outcomes import Outcome
-from newsletter.sending.outcomes import backoff
+from newsletter.sending.outcomes import Pause
+from newsletter.sending.outcomes import RowChange
+from newsletter.sending.outcomes import decide
+from newsletter.sending.outcomes import describe
+from newsletter.sending.outcomes import happened
 from newsletter.sending.plan import WorkerBusy
 from newsletter.sending.renderer import IssueRenderer
 from newsletter.sending.slots import LATE_SLOT
-from newsletter.sending.slots import SLOT_LEAD
-from newsletter.sending.slots import STALE_SLOT
+from newsletter.sending.slots import MAX_WAIT
+from newsletter.sending.slots import SlotBook
 
 log = logging.getLogger(__name__)
 
@@ -72,15 +83,19 @@ class Progress:
     suppressed: int = 0
     retried: int = 0
     throttled: int = 0
+    unknown: int = 0
     paused: dict[int, str] = field(default_factory=dict)
     finished: list[int] = field(default_factory=list)
+    lost: str | None = None  # why the worker stopped at once (it no longer owned its rows)
 
 
 @dataclass
 class WorkerSettings:
     """How a worker runs; defaults come from the configuration."""
 
-    concurrency: int = 8
+    # The most SES calls in flight; the worker keeps fewer, as many as its rate needs
+    # at the latency it measures (newsletter.pacing.in_flight_for).
+    concurrency: int = 64
     batch_size: int = 200
     lease: float = 30.0
     max_consecutive_errors: int = 10
@@ -88,7 +103,7 @@ class WorkerSettings:
     @classmethod
     def from_config(cls, config: Mapping[str, Any], **overrides: Any) -> WorkerSettings:
         values = {
-            "concurrency": int(config.get("SEND_CONCURRENCY") or 8),
+            "concurrency": int(config.get("SEND_CONCURRENCY") or 64),
             "lease": float(config.get("WORKER_LEASE") or 30),
             "max_consecutive_errors": int(config.get("SEND_MAX_CONSECUTIVE_ERRORS") or 10),
         }
@@ -115,8 +130,13 @@ class DeliveryWorker:
 
     The main thread owns the database; the threads only render and call SES. Each loop
     round writes the finished outcomes and marks the next messages `sending` in one
-    transaction, so at most `concurrency` rows are ever `sending` for this worker: that
-    bounds how many can become `unknown` if the process is killed.
+    transaction, so at most `capacity` rows (the slot book's) are ever `sending` for this
+    worker: that bounds how many can become `unknown` if the process is killed.
+
+    Every write to a claimed row is fenced by ownership (newsletter.sending.ledger). A
+    worker that finds it no longer owns its rows, or that another worker declared it lost,
+    stops sending at once: no thread calls SES any more, what was in flight is recorded,
+    and `progress.lost` says why.
     """
 
     def __init__(
@@ -139,22 +159,29 @@ class DeliveryWorker:
         self.config = config
         self.settings = settings or WorkerSettings.from_config(config)
         self.pacer = Pacer(self.database, pace, quota_source)
+        self.book = SlotBook(self.settings.concurrency)
         self.issue_id = issue_id
         self.on_progress = on_progress
         self.id = new_worker_id()
         self.progress = Progress()
         self._stop = threading.Event()
+        # Set when the threads must not call SES any more (stopping, or ownership lost).
+        self._halt = threading.Event()
         self._results: queue.Queue[Outcome] = queue.Queue()
         self._buffer: deque[Job] = deque()
-        self._slots: deque[float] = deque()
         self._pending: list[Outcome] = []
-        self._in_flight = 0
         self._renderers: dict[int, IssueRenderer] = {}
         self._streaks: dict[int, list[int]] = {}
         self._last_heartbeat = 0.0
         self._last_housekeeping = 0.0
-        self._unused_slots = 0
-        self._throttled = False
+        self._throttles = 0
+        # SES call times, measured by the threads, read by the main thread only.
+        self.latency = LatencyGauge()
+        # The quota had no room: wait for calls in flight before asking (or pausing) again.
+        self._quota_blocked = False
+        # The database's clock minus this host's, measured at every heartbeat: timestamps
+        # this worker writes (retry times, claims) are on the database's clock.
+        self._db_offset = timedelta(0)
 
     # -- lifecycle --
 
@@ -166,6 +193,10 @@ class DeliveryWorker:
     def stopping(self) -> bool:
         """True once asked to stop (Ctrl-C, SIGTERM or stop())."""
         return self._stop.is_set()
+
+    def _now(self) -> datetime:
+        """The database's time, as this host best knows it."""
+        return clock.now() + self._db_offset
 
     def _register(self) -> None:
         with self.database.transaction() as session:
@@ -188,38 +219,45 @@ class DeliveryWorker:
                     status=WorkerStatus.RUNNING,
                 )
             )
-        self._last_heartbeat = time.monotonic()
+            session.flush()
+            self._beat(session)
 
     def _unregister(self) -> None:
         with self.database.transaction() as session:
-            session.execute(
-                sa.update(Delivery)
-                .where(Delivery.claimed_by == self.id, Delivery.status == DeliveryStatus.QUEUED)
-                .values(claimed_by=None, claimed_at=None)
-            )
+            unknown = release_all(session, self.id, self._now())
+            if unknown:
+                log.warning("%s calls never came back before the stop: marked unknown", unknown)
+                self.progress.unknown += unknown
             session.execute(
                 sa.update(Worker)
-                .where(Worker.id == self.id)
-                .values(status=WorkerStatus.STOPPED, stopped_at=clock.now())
+                .where(Worker.id == self.id, Worker.status == WorkerStatus.RUNNING)
+                .values(status=WorkerStatus.STOPPED, stopped_at=self._now())
             )
 
     def run(self, *, until_idle: bool = False) -> Progress:
         """Deliver until stopped (or, with until_idle, until nothing is left to send)."""
         previous = self._install_signal_handlers()
+        bound = logs.WORKER_ID.set(self.id)  # on every record logged by this worker
         try:
             self._register()
             self.pacer.setup()
             with ThreadPoolExecutor(
-                max_workers=self.settings.concurrency, thread_name_prefix="send"
+                max_workers=self.settings.concurrency,
+                thread_name_prefix="send",
+                initializer=functools.partial(logs.bind, worker_id=self.id),
             ) as pool:
                 try:
                     self._loop(pool, until_idle)
                 finally:
                     self._drain()
+            # Every thread has ended: record what came back after the drain gave up.
+            self._collect(0.0)
+            self._drain()
             self._unregister()
         finally:
             self.database.dispose()
             self._restore_signal_handlers(previous)
+            logs.WORKER_ID.reset(bound)
         return self.progress
 
     def _install_signal_handlers(self) -> dict[int, Any]:
@@ -241,33 +279,50 @@ class DeliveryWorker:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 
+    def _lose(self, reason: str) -> None:
+        """Stop sending at once: this worker no longer owns its rows."""
+        if self.progress.lost is None:
+            self.progress.lost = reason
+            log.error("worker %s stops sending now: %s", self.id, reason)
+        self._halt.set()
+        self._stop.set()
+
     # -- the loop --
 
     def _loop(self, pool: ThreadPoolExecutor, until_idle: bool) -> None:
         while not self._stop.is_set():
+            self.book.capacity = self.in_flight_limit()
             self._collect(self._wait_time())
             since = time.monotonic() - self._last_housekeeping
-            looks_idle = not (self._buffer or self._in_flight or self._pending)
+            looks_idle = not (self._buffer or self.book.busy or self._pending)
             if since >= 1.0 or (looks_idle and since >= 0.1):
-                if self._housekeeping() and until_idle:
+                try:
+                    idle = self._housekeeping()
+                except sqlalchemy.exc.OperationalError as exc:
+                    # The database is briefly away (or chose us as a deadlock victim): the
+                    # next round tries again; nothing in hand depends on it.
+                    log.error("database error in housekeeping, retrying: %s", exc)
+                    idle = False
+                if idle and until_idle:
+                    return
+                if self._stop.is_set():
                     return
             due = self._due_jobs()
             if self._pending or due or self._heartbeat_due():
                 for job in self._tick(due):
-                    self._in_flight += 1
                     pool.submit(self._send, job)
                 self._report()
+
+    def in_flight_limit(self) -> int:
+        """How many calls to keep in flight now: the rate in force x measured latency."""
+        return in_flight_for(self.pacer.rate, self.latency.value(), self.settings.concurrency)
 
     def _wait_time(self) -> float:
         if self._pending:
             return 0.0
-        if self._in_flight - len(self._pending) >= self.settings.concurrency:
-            return 0.25
-        if self._buffer and self._slots:
-            return min(max(self._slots[0] - SLOT_LEAD - time.time(), 0.0), 0.25)
-        if self._buffer:
-            return 0.0
-        return 0.25 if self._in_flight else 0.05
+        if self._quota_blocked and self.book.busy and not self.book.held:
+            return MAX_WAIT  # until a call comes back
+        return self.book.wait(len(self._buffer))
 
     def _collect(self, timeout: float) -> None:
         try:
@@ -276,59 +331,75 @@ class DeliveryWorker:
             )
         except queue.Empty:
             return
-        self._pending.append(outcome)
+        outcomes = [outcome]
         while True:
             try:
-                self._pending.append(self._results.get_nowait())
+                outcomes.append(self._results.get_nowait())
             except queue.Empty:
                 break
+        # Their rows are still `sending` until the next round records them, in the same
+        # transaction that marks the next ones: their in-flight slots are free already.
+        self.book.done(len(outcomes), unused=sum(1 for o in outcomes if o.late))
+        self._pending.extend(outcomes)
+        self._quota_blocked = False
 
     def _heartbeat_due(self) -> bool:
         return time.monotonic() - self._last_heartbeat >= min(self.settings.lease / 4, 5.0)
 
+    def _beat(self, session: so.Session) -> None:
+        at = heartbeat(session, self.id)
+        if at is None:
+            self._lose(
+                "another worker declared it lost (no heartbeat within "
+                f"{self.settings.lease:g} s, NEWSLETTER_WORKER_LEASE); its rows were recovered"
+            )
+            return
+        self._db_offset = at - clock.now()
+        self.pacer.clock_offset = at.timestamp() - time.time()
+        self._last_heartbeat = time.monotonic()
+
     def _due_jobs(self) -> list[Job]:
-        # Finished outcomes are written in the same transaction that marks the next rows
-        # `sending`, so their threads count as free already.
-        free = self.settings.concurrency - self._in_flight + len(self._pending)
-        if free <= 0:
+        free = self.book.free
+        if free <= 0 or self._halt.is_set():
             return []
         if len(self._buffer) < free:
             self._claim()
         if not self._buffer:
             return []
-        wanted = min(free, len(self._buffer)) - len(self._slots)
-        if wanted > 0:
+        if self._quota_blocked and not (self.book.busy or self.book.held):
+            self._quota_blocked = False  # nothing left in hand: ask the quota once more
+        wanted = self.book.wanted(len(self._buffer))
+        if wanted > 0 and not self._quota_blocked:
             try:
-                self._slots.extend(self._reserve(wanted))
+                self.book.add(self._reserve(wanted))
             except QuotaExhausted:
-                self._pause_buffered_for_quota()
-                return []
-        now = time.time()
-        while self._slots and self._slots[0] < now - STALE_SLOT:
-            self._slots.popleft()
-            self._unused_slots += 1
+                if self.book.busy or self.book.held:
+                    # A quota pause waits for the calls in flight (one coming back late
+                    # gives its slot back) and uses the slots held first.
+                    self._quota_blocked = True
+                else:
+                    self._pause_buffered_for_quota()
+                    return []
         due = []
-        while free > 0 and self._buffer and self._slots and self._slots[0] <= now + SLOT_LEAD:
+        for slot in self.book.take(len(self._buffer)):
             job = self._buffer.popleft()
-            job.slot = self._slots.popleft()
+            job.slot = slot
             due.append(job)
-            free -= 1
         return due
 
     def _reserve(self, wanted: int) -> list[float]:
         try:
             return self.pacer.reserve(wanted)
         except QuotaExhausted:
-            if not self._unused_slots:
+            if not self.book.unused:
                 raise
             # Slots given up late still count against the quota until given back.
             self._give_back_unused()
             return self.pacer.reserve(wanted)
 
-    def _give_back_unused(self, more: int = 0) -> None:
-        """Return the slots given up late, and `more` never used, to the daily quota."""
-        unused = self._unused_slots + more
-        self._unused_slots = 0
+    def _give_back_unused(self) -> None:
+        """Return the slots given up late or dropped to the daily quota."""
+        unused, self.book.unused = self.book.unused, 0
         if unused:
             self.pacer.give_back(unused)
 
@@ -340,56 +411,26 @@ class DeliveryWorker:
             issue_ids = list(session.scalars(issues))
             if not issue_ids:
                 return
-            now = clock.now()
-            candidates = (
-                sa.select(Delivery.id)
-                .where(
-                    Delivery.issue_id.in_(issue_ids),
-                    Delivery.status == DeliveryStatus.QUEUED,
-                    Delivery.claimed_by.is_(None),
-                    sa.or_(Delivery.retry_at.is_(None), Delivery.retry_at <= now),
-                )
-                .limit(self.settings.batch_size)
-                .with_for_update(skip_locked=True)
-            )
-            ids = list(session.scalars(candidates))
-            if not ids:
-                return
-            session.execute(
-                sa.update(Delivery)
-                .where(Delivery.id.in_(ids))
-                .values(claimed_by=self.id, claimed_at=now)
-            )
-            rows = session.execute(
-                sa.select(
-                    Delivery.id,
-                    Delivery.issue_id,
-                    Delivery.subscription_id,
-                    Delivery.attempts,
-                    Subscriber.display_email,
-                    Subscriber.name,
-                )
-                .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-                .where(Delivery.id.in_(ids))
-                .order_by(Delivery.id)
-            ).all()
-            for issue_id in {row.issue_id for row in rows} - set(self._renderers):
+            jobs = claim(session, self.id, issue_ids, self.settings.batch_size, self._now())
+            for issue_id in {job.issue_id for job in jobs} - set(self._renderers):
                 issue = session.get(Issue, issue_id)
                 self._renderers[issue_id] = IssueRenderer.for_issue(issue, issue.list, self.config)
-        self._buffer.extend(
-            Job(
-                delivery_id=row.id,
-                issue_id=row.issue_id,
-                subscription_id=row.subscription_id,
-                email=row.display_email,
-                name=row.name,
-                attempts=row.attempts,
-            )
-            for row in rows
-        )
+        self._buffer.extend(jobs)
 
     def _send(self, job: Job) -> None:
+        """Render and send one message (in a pool thread: no database here)."""
         outcome = Outcome(job)
+        started = time.perf_counter()
+        bound = logs.ISSUE_ID.set(job.issue_id)
+        try:
+            self._call(job, outcome)
+        finally:
+            logs.ISSUE_ID.reset(bound)
+        # How long this message held its place in flight (Little's law's W).
+        outcome.seconds = time.perf_counter() - started
+        self._results.put(outcome)
+
+    def _call(self, job: Job, outcome: Outcome) -> None:
         try:
             message = self._renderers[job.issue_id].message(
                 email=job.email,
@@ -398,153 +439,165 @@ class DeliveryWorker:
                 delivery_id=job.delivery_id,
             )
             message.as_bytes()
-            delay = job.slot - time.time()
-            if delay > 0:
-                time.sleep(delay)
-            elif delay < -LATE_SLOT:
-                outcome.late = True
-                self._results.put(outcome)
-                return
+        except Exception as exc:  # a rendering bug: recorded on the row, SES never called
+            outcome.error = exc
+            return
+        delay = job.slot - time.time()
+        if delay > 0:
+            self._halt.wait(delay)  # wakes at once when the worker halts
+        if self._halt.is_set() or delay < -LATE_SLOT:
+            # Not called: the worker halts, or the slot passed (the message would bunch up).
+            return
+        outcome.called = True
+        try:
             outcome.message_id = self.mailer.send(message)
         except Exception as exc:  # every failure is recorded on the row, none is lost
             outcome.error = exc
-        self._results.put(outcome)
 
     # -- one transaction per round: outcomes in, next messages marked sending --
 
     def _tick(self, due: list[Job]) -> list[Job]:
         outcomes, self._pending = self._pending, []
-        self._in_flight -= len(outcomes)
-        late = [outcome.job for outcome in outcomes if outcome.late]
-        if late:
-            # Still `sending` on the ledger and still ours: they go out with the next slots.
-            self._buffer.extendleft(reversed(late))
-            self._unused_slots += len(late)
-            outcomes = [outcome for outcome in outcomes if not outcome.late]
+        for outcome in outcomes:
+            if outcome.called:
+                self.latency.add(outcome.seconds)
         try:
             with self.database.transaction() as session:
-                self._record(session, outcomes)
-                ready = self._check_and_mark(session, due)
                 if self._heartbeat_due():
-                    session.execute(
-                        sa.update(Worker)
-                        .where(Worker.id == self.id)
-                        .values(heartbeat_at=clock.now())
-                    )
-                    self._last_heartbeat = time.monotonic()
+                    self._beat(session)
+                back = self._record(session, outcomes)
+                ready = [] if self._halt.is_set() else self._check_and_mark(session, due)
         except sqlalchemy.exc.OperationalError as exc:
             # The database is briefly away: keep the outcomes, give the jobs back, retry.
             log.error("database error, retrying: %s", exc)
             self._pending = outcomes + self._pending
-            self._in_flight += len(outcomes)
             self._buffer.extendleft(reversed(due))
+            self.book.done(len(due), unused=len(due))
             time.sleep(1.0)
             return []
-        if self._throttled:
-            # After the commit: the shared row has its own short transaction (SQLite
-            # would wait on our own write lock otherwise).
-            self._throttled = False
-            self._slots.clear()
-            try:
-                self.pacer.throttled()
-            except sqlalchemy.exc.OperationalError as exc:
-                log.error("could not slow the shared rate down: %s", exc)
+        if self._halt.is_set():
+            # Halting: none of `due` was marked `sending`; the drain gives them back.
+            self.book.done(len(due), unused=len(due))
+            self._buffer.extendleft(reversed(due + back))
+            return []
+        # Messages whose thread never called SES are `queued` and ours again: back in line.
+        self._buffer.extendleft(reversed(back))
+        if self._throttles:
+            # Counted for the pace's window: the shared rate changes at most once per
+            # window, by the share of calls throttled (newsletter.pacing.next_rate).
+            self.pacer.throttled(self._throttles)
+            self._throttles = 0
         return ready
 
-    def _record(self, session: so.Session, outcomes: list[Outcome]) -> None:
+    def _record(self, session: so.Session, outcomes: list[Outcome]) -> list[Job]:
+        """Write the outcomes by the outcome rules; return the jobs back in this worker's
+        hands (SES never called)."""
         if not outcomes:
-            return
-        now = clock.now()
-        updates = []
+            return []
+        now = self._now()
+        halted = self._halt.is_set()
+        rows, back = [], []
+        pauses: dict[int, tuple[Pause, str]] = {}
         for outcome in outcomes:
-            job, error = outcome.job, outcome.error
+            job = outcome.job
+            detail = describe(outcome.error)
+            what = happened(outcome.error, called=outcome.called)
+            change = decide(what, job.attempts, detail)
+            keep = change.keep_claim and not halted
             row = {
                 "id": job.delivery_id,
-                "status": DeliveryStatus.SENT,
-                "ses_message_id": None,
-                "sent_at": None,
-                "error": None,
-                "attempts": job.attempts + 1,
-                "claimed_by": self.id,
-                "retry_at": None,
+                "status": change.status,
+                "attempts": change.attempts,
+                "error": change.error,
+                "ses_message_id": outcome.message_id if what is Happened.SENT else None,
+                "sent_at": now if what is Happened.SENT else None,
+                "retry_at": (now + timedelta(seconds=change.retry_in) if change.retry_in else None),
+                # A queued row leaves this worker's hands unless it stays in its buffer;
+                # the others keep the name of the worker that made the call.
+                "claimed_by": (
+                    self.id if keep or change.status is not DeliveryStatus.QUEUED else None
+                ),
                 "updated_at": now,
             }
-            streak = self._streaks.setdefault(job.issue_id, [])
-            if error is None:
-                row["ses_message_id"] = outcome.message_id
-                row["sent_at"] = now
-                self.progress.sent += 1
-                streak.clear()
-            elif isinstance(error, ThrottledError):
-                # Not a failed attempt: SES dropped it unseen. Back in the queue, slower.
-                row.update(status=DeliveryStatus.QUEUED, attempts=job.attempts, claimed_by=None)
-                row["retry_at"] = now + backoff(1)
-                row["error"] = str(error)
-                self.progress.throttled += 1
-                self._throttled = True
-            elif isinstance(error, (QuotaExceededError, AccountPausedError)):
-                row.update(status=DeliveryStatus.QUEUED, attempts=job.attempts, claimed_by=None)
-                row["error"] = str(error)
-                if isinstance(error, QuotaExceededError):
-                    self._pause(
-                        session,
-                        job.issue_id,
-                        "The SES daily sending quota is used up; the send resumes by itself "
-                        "when the quota frees.",
-                        resume_at=now + QUOTA_RECHECK,
-                    )
-                else:
-                    self._pause(
-                        session,
-                        job.issue_id,
-                        f"SES refused to send for this account ({error}). Fix the account, "
-                        "then run `newsletter send --resume ISSUE`.",
-                    )
-            elif isinstance(error, TransientError) and job.attempts + 1 < MAX_ATTEMPTS:
-                row.update(status=DeliveryStatus.QUEUED, claimed_by=None)
-                row["retry_at"] = now + backoff(job.attempts + 1)
-                row["error"] = str(error)
-                self.progress.retried += 1
-                streak.append(job.delivery_id)
-            else:
-                row["status"] = DeliveryStatus.FAILED
-                if isinstance(error, RecipientRejectedError):
-                    row["error"] = str(error)
-                elif isinstance(error, TransientError):
-                    row["error"] = f"gave up after {job.attempts + 1} attempts: {error}"
-                else:
-                    log.error("could not send delivery %s", job.delivery_id, exc_info=error)
-                    row["error"] = f"{type(error).__name__}: {error}"
-                self.progress.failed += 1
-                streak.append(job.delivery_id)
-            updates.append(row)
-        # Only rows still in flight take our result: an SNS event (delivery, bounce) may
-        # already have recorded a later state, and must not be turned back into "sent".
-        session.execute(
-            sa.update(Delivery).where(
-                # (not IN: executemany cannot expand a list parameter)
-                sa.or_(
-                    Delivery.status == DeliveryStatus.SENDING,
-                    Delivery.status == DeliveryStatus.UNKNOWN,
+            rows.append(row)
+            if keep:
+                back.append(job)
+            self._count(what, change)
+            if outcome.called or outcome.error is not None:
+                metrics.message_done(
+                    job.issue_id,
+                    outcome.error,
+                    change.status is DeliveryStatus.FAILED,
+                    unknown=change.status is DeliveryStatus.UNKNOWN,
                 )
-            ),
-            updates,
-            execution_options={"synchronize_session": None},
-        )
+            streak = self._streaks.setdefault(job.issue_id, [])
+            if what is Happened.SENT:
+                streak.clear()
+            elif change.streak:
+                streak.append(job.delivery_id)
+                if what is Happened.BROKEN:
+                    log.error(
+                        "could not render delivery %s: %s",
+                        job.delivery_id,
+                        detail,
+                        exc_info=outcome.error,
+                        extra={"issue_id": job.issue_id},
+                    )
+            if change.slow_down:
+                self._throttles += 1
+            if change.pause is not None:
+                pauses[job.issue_id] = (change.pause, detail)
+        record(session, self.id, rows)
+        for issue_id, (pause, detail) in pauses.items():
+            if pause is Pause.QUOTA:
+                self._pause(
+                    session,
+                    issue_id,
+                    "The SES daily sending quota is used up; the send resumes by itself "
+                    "when the quota frees.",
+                    resume_at=now + QUOTA_RECHECK,
+                )
+            else:
+                self._pause(
+                    session,
+                    issue_id,
+                    f"SES refused to send for this account ({detail}). Fix the account, "
+                    "then run `newsletter send --resume ISSUE`.",
+                )
         for issue_id, streak in self._streaks.items():
             if len(streak) >= self.settings.max_consecutive_errors:
                 self._pause_for_errors(session, issue_id, streak)
+        return back
+
+    def _count(self, what: Happened, change: RowChange) -> None:
+        status = change.status
+        if status is DeliveryStatus.SENT:
+            self.progress.sent += 1
+        elif status is DeliveryStatus.FAILED:
+            self.progress.failed += 1
+        elif status is DeliveryStatus.UNKNOWN:
+            self.progress.unknown += 1
+        elif what is Happened.THROTTLED:
+            self.progress.throttled += 1
+        elif what is Happened.NOT_TAKEN:
+            self.progress.retried += 1
 
     def _pause_for_errors(self, session: so.Session, issue_id: int, streak: list[int]) -> None:
         last = session.scalar(sa.select(Delivery.error).where(Delivery.id == streak[-1]))
         # The streak most likely failed for a common cause, not the readers: give their
-        # rows back to the queue so resuming sends to them.
-        session.execute(
+        # failed rows back to the queue so resuming sends to them. Unknown rows stay
+        # unknown: SES may have taken them.
+        requeued = session.execute(
             sa.update(Delivery)
-            .where(Delivery.id.in_(streak), Delivery.status == DeliveryStatus.FAILED)
+            .where(
+                Delivery.id.in_(streak),
+                Delivery.claimed_by == self.id,
+                Delivery.status == DeliveryStatus.FAILED,
+            )
             .values(status=DeliveryStatus.QUEUED, claimed_by=None, retry_at=None)
-        )
-        self.progress.failed = max(self.progress.failed - len(streak), 0)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        self.progress.failed = max(self.progress.failed - (requeued or 0), 0)
         self._pause(
             session,
             issue_id,
@@ -562,6 +615,7 @@ class DeliveryWorker:
             .values(status=IssueStatus.PAUSED, paused_reason=reason, resume_at=resume_at)
         )
         self.progress.paused[issue_id] = reason
+        log.warning("issue paused: %s", reason, extra={"issue_id": issue_id})
         self._release_buffered(session, {issue_id})
 
     def _release_buffered(self, session: so.Session, issue_ids: set[int]) -> None:
@@ -569,27 +623,7 @@ class DeliveryWorker:
         for job in self._buffer:
             (drop if job.issue_id in issue_ids else keep).append(job)
         self._buffer = keep
-        self._give_back(session, drop)
-
-    def _give_back(self, session: so.Session, jobs: Iterable[Job]) -> None:
-        """Return buffered rows to the queue, unclaimed: none of them was handed to SES.
-
-        A buffered row is `queued`, or `sending` when its thread found the slot gone and
-        brought it back (late); both go back to `queued`, or the late one would stay
-        `sending` under a stopped worker and never go out.
-        """
-        ids = [job.delivery_id for job in jobs]
-        if not ids:
-            return
-        session.execute(
-            sa.update(Delivery)
-            .where(
-                Delivery.id.in_(ids),
-                Delivery.claimed_by == self.id,
-                Delivery.status.in_((DeliveryStatus.QUEUED, DeliveryStatus.SENDING)),
-            )
-            .values(status=DeliveryStatus.QUEUED, claimed_by=None, claimed_at=None)
-        )
+        release(session, self.id, [job.delivery_id for job in drop])
 
     def _pause_buffered_for_quota(self) -> None:
         with self.database.transaction() as session:
@@ -599,7 +633,7 @@ class DeliveryWorker:
                     issue_id,
                     "The SES daily sending quota is used up; the send resumes by itself "
                     "when the quota frees.",
-                    resume_at=clock.now() + QUOTA_RECHECK,
+                    resume_at=self._now() + QUOTA_RECHECK,
                 )
 
     def _check_and_mark(self, session: so.Session, due: list[Job]) -> list[Job]:
@@ -609,6 +643,8 @@ class DeliveryWorker:
         rows = session.execute(
             sa.select(
                 Delivery.id,
+                Delivery.status,
+                Delivery.claimed_by,
                 Issue.status.label("issue_status"),
                 Subscription.status.label("subscription_status"),
                 Subscriber.erased_at,
@@ -621,15 +657,21 @@ class DeliveryWorker:
             .where(Delivery.id.in_([job.delivery_id for job in due]))
         ).all()
         by_id = {row.id: row for row in rows}
-        now = clock.now()
-        ready, marks, stopped_issues = [], [], set()
+        now = self._now()
+        candidates, suppressed, stopped_issues = [], {}, set()
+        taken = False
         for job in due:
             row = by_id.get(job.delivery_id)
-            reason = None
-            if row is None or row.issue_status is not IssueStatus.SENDING:
+            if row is None or row.status is not DeliveryStatus.QUEUED:
+                continue  # deleted or cancelled meanwhile: not to be sent
+            if row.claimed_by != self.id:
+                taken = True
+                continue
+            if row.issue_status is not IssueStatus.SENDING:
                 stopped_issues.add(job.issue_id)
                 self._buffer.appendleft(job)
                 continue
+            reason = None
             if row.suppression is not None:
                 reason = f"on the suppression list ({row.suppression.value})"
             elif row.erased_at is not None:
@@ -638,15 +680,27 @@ class DeliveryWorker:
                 reason = "subscription removed"
             elif row.subscription_status is not SubscriptionStatus.ACTIVE:
                 reason = f"reader is {row.subscription_status.value}"
-            base = {"id": job.delivery_id, "updated_at": now, "claimed_by": self.id}
             if reason is not None:
-                marks.append({**base, "status": DeliveryStatus.SUPPRESSED, "error": reason})
-                self.progress.suppressed += 1
+                suppressed[job.delivery_id] = reason
             else:
-                marks.append({**base, "status": DeliveryStatus.SENDING, "error": None})
-                ready.append(job)
-        if marks:
-            session.execute(sa.update(Delivery), marks)
+                candidates.append(job)
+        mark_suppressed(session, self.id, suppressed, now)
+        self.progress.suppressed += len(suppressed)
+        for job in due:
+            if job.delivery_id in suppressed:
+                metrics.SUPPRESSED.labels(issue=str(job.issue_id)).inc()
+        marked = mark_sending(session, self.id, [job.delivery_id for job in candidates], now)
+        ready = [job for job in candidates if job.delivery_id in marked]
+        # Every due job that will not be sent gives its in-flight and pace slots back.
+        self.book.done(len(due) - len(ready), unused=len(due) - len(ready))
+        if taken or len(ready) < len(candidates):
+            status = session.scalar(sa.select(Worker.status).where(Worker.id == self.id))
+            if status is not WorkerStatus.RUNNING:
+                self._lose(
+                    "its rows were taken over: another worker declared it lost (no heartbeat "
+                    f"within {self.settings.lease:g} s, NEWSLETTER_WORKER_LEASE)"
+                )
+                return ready  # marked in this transaction while still running: ours
         if stopped_issues:
             self._release_buffered(session, stopped_issues)
         return ready
@@ -662,13 +716,19 @@ class DeliveryWorker:
         self._give_back_unused()
         quota_left = self.pacer.quota_left()
         with self.database.transaction() as session:
+            # Our own lease first: after a long stall (SIGSTOP, a suspended VM) this
+            # worker learns here whether another one declared it lost.
+            self._beat(session)
+            if self._halt.is_set():
+                return False
             recover_lost_workers(session, lease=self.settings.lease)
             promote_due_issues(session, quota_left)
             query = sa.select(Issue.id).where(Issue.status == IssueStatus.SENDING)
             if self.issue_id is not None:
                 query = query.where(Issue.id == self.issue_id)
             sending = list(session.scalars(query))
-            if not self._buffer and not self._in_flight and not self._pending:
+            in_hand = self._buffer or self.book.busy or self._pending
+            if not in_hand:
                 self.progress.finished.extend(finish_issues(session, sending))
             queued = (
                 session.scalar(
@@ -680,32 +740,32 @@ class DeliveryWorker:
                 else None
             )
         self._report()
-        idle = queued is None and not self._buffer and not self._in_flight and not self._pending
+        idle = queued is None and not in_hand
         if self.issue_id is not None and self.issue_id not in sending:
-            idle = not self._in_flight and not self._pending
+            idle = not self.book.busy and not self._pending
         return idle
 
     def _drain(self) -> None:
-        """Wait for in-flight sends and record them; give back rows not yet started."""
+        """Stop the threads that have not called SES yet, wait for the calls in flight and
+        record them; give back the rows not started and the slots not used."""
+        self._halt.set()
         deadline = time.monotonic() + 120
-        while self._in_flight > len(self._pending) and time.monotonic() < deadline:
-            try:
-                self._pending.append(self._results.get(timeout=0.5))
-            except queue.Empty:
-                continue
-        unused = len(self._slots)
-        self._slots.clear()
+        while self.book.busy and time.monotonic() < deadline:
+            self._collect(0.5)
         try:
-            self._tick([])
+            if self._pending:
+                self._tick([])
             if self._buffer:
                 with self.database.transaction() as session:
-                    self._give_back(session, self._buffer)
+                    release(session, self.id, [job.delivery_id for job in self._buffer])
         finally:
             self._buffer.clear()
             # Slots reserved and never used were counted against the daily quota: a
             # worker restarted often would otherwise eat it.
+            unused = self.book.release()
             try:
-                self._give_back_unused(unused)
+                if unused:
+                    self.pacer.give_back(unused)
             except sa.exc.SQLAlchemyError:
                 log.warning("could not give the unused slots back to the quota")
         self._report()

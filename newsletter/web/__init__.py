@@ -167,12 +167,14 @@ def init_app(app: Flask) -> None:
     from newsletter.web import admin
     from newsletter.web import archive
     from newsletter.web import health
+    from newsletter.web import metrics
     from newsletter.web import outbox
     from newsletter.web import preview
     from newsletter.web import public
     from newsletter.web import webhooks
 
     app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
     app.register_blueprint(outbox.bp)
     app.register_blueprint(public.bp)
     app.register_blueprint(archive.bp)

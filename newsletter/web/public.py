@@ -101,8 +101,9 @@ def _source() -> tuple[str, str]:
 
 
 def _signup_link(mailing_list: MailingList | None) -> tuple[str, str]:
-    if mailing_list is None:
-        return url_for("public.home"), i18n.gettext("Go to the home page")
+    """The way on from a confirmation link that cannot be used: the list's form."""
+    if mailing_list is None:  # the front door has every list's form
+        return url_for("public.home"), i18n.gettext("Sign up again")
     return (
         url_for("public.subscribe_form", list=mailing_list.slug),
         i18n.gettext("Sign up again"),
@@ -256,7 +257,7 @@ def _unsubscribe_problem(exc: NewsletterError):
     if isinstance(exc, subscriptions.SubscriptionGone):
         # Erased: the reader is off every list already, which is what they came for.
         return render_template("public/unsubscribe.html", gone=True, mailing_list=None)
-    return error_page(exc.status_code, None, str(exc), link=_signup_link(None))
+    return error_page(exc.status_code, None, str(exc))
 
 
 @bp.get("/u/<token>")

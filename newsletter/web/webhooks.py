@@ -10,6 +10,7 @@ from flask import current_app
 from flask import request
 
 from newsletter import feedback
+from newsletter import metrics
 from newsletter.sns import CertificateUnavailable
 from newsletter.sns import SnsError
 from newsletter.sns import SnsGateway
@@ -44,11 +45,13 @@ def ses():
         log.warning(
             "SNS post from %s refused: %s bytes", request.remote_addr, request.content_length
         )
+        metrics.WEBHOOK_FAILURES.labels(reason="TooLarge").inc()
         return _text(413, "body too large")
     # SNS posts text/plain: read the raw bytes, never request.get_json() (415 on text/plain).
     body = request.stream.read(MAX_BODY + 1)
     if len(body) > MAX_BODY:
         log.warning("SNS post from %s refused: body over %s bytes", request.remote_addr, MAX_BODY)
+        metrics.WEBHOOK_FAILURES.labels(reason="TooLarge").inc()
         return _text(413, "body too large")
     session = db_session()
     try:
@@ -59,11 +62,14 @@ def ses():
         log.warning(
             "SNS post from %s refused (%s): %s", request.remote_addr, type(exc).__name__, exc
         )
+        metrics.WEBHOOK_FAILURES.labels(reason=type(exc).__name__).inc()
         return _text(exc.status_code, str(exc))
     except CertificateUnavailable as exc:
         log.error("SNS post from %s not processed: %s", request.remote_addr, exc)
+        metrics.WEBHOOK_FAILURES.labels(reason="CertificateUnavailable").inc()
         return _text(503, "try again later")
     commit()
+    metrics.sns_received(receipt.event_type, receipt.outcome)
     return _text(200, receipt.outcome)
 
 

@@ -1,9 +1,10 @@
 """The console's import pages: upload a CSV, map its columns, choose the consent, follow it.
 
-The flow is upload → mapping → start. The upload is kept under the instance folder as
-imports/staged-<random>.csv (never under the client's file name) while the editor maps
-the columns; starting records an ImportJob, renames the file to imports/<job id>.csv and
-runs newsletter.imports.run_job in a daemon thread with its own sessions. The job page
+The flow is upload → mapping → start. The upload is kept in the database
+(newsletter.imports.uploads, found by a random token, never by the client's file name)
+while the editor maps the columns, so each step may be served by any web machine;
+starting records an ImportJob and runs newsletter.imports.run_job on the stored file in
+a daemon thread with its own sessions, which deletes the file when it ends. The job page
 shows the job's counters; static/admin-import.js polls its JSON to keep them moving.
 """
 
@@ -11,10 +12,8 @@ from __future__ import annotations
 
 import logging
 import re
-import secrets
 import threading
-import time
-from pathlib import Path
+from datetime import timedelta
 from typing import Any
 
 from flask import Flask
@@ -26,9 +25,11 @@ from flask import request
 from flask import url_for
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from newsletter import clock
 from newsletter import imports
 from newsletter import lists as lists_core
 from newsletter.errors import NotFound
+from newsletter.imports import uploads
 from newsletter.models import ImportJob
 from newsletter.models import ImportMode
 from newsletter.models import ImportStatus
@@ -41,8 +42,8 @@ from newsletter.web.admin import bp
 
 log = logging.getLogger(__name__)
 
-# Staged uploads nobody started are deleted after this long (seconds).
-STAGED_MAX_AGE = 24 * 3600
+# Staged uploads nobody started are deleted after this long.
+STAGED_MAX_AGE = timedelta(hours=24)
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{20,64}\Z")
 # Bad rows shown on the job page (all are counted; the core keeps the first 1,000).
 SHOWN_BAD_ROWS = 200
@@ -56,29 +57,17 @@ class UploadError(Exception):
     """The upload or the mapping cannot be used; the message is shown with the form."""
 
 
-def _folder() -> Path:
-    folder = Path(current_app.instance_path) / "imports"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+UNKNOWN_UPLOAD = "This upload is unknown or has expired: please upload the file again."
 
 
-def _staged_path(token: str) -> Path:
+def _open_staged(token: str) -> uploads.UploadStream:
+    """Open the staged upload with this token, or raise UploadError."""
     if not _TOKEN.match(token or ""):
-        raise UploadError("This upload is unknown or has expired: please upload the file again.")
-    path = _folder() / f"staged-{token}.csv"
-    if not path.is_file():
-        raise UploadError("This upload is unknown or has expired: please upload the file again.")
-    return path
-
-
-def _forget_old_uploads(folder: Path) -> None:
-    limit = time.time() - STAGED_MAX_AGE
-    for path in folder.glob("staged-*.csv"):
-        try:
-            if path.stat().st_mtime < limit:
-                path.unlink()
-        except OSError:
-            pass  # another request removed it
+        raise UploadError(UNKNOWN_UPLOAD)
+    try:
+        return uploads.open_stream(db_session(), token)
+    except uploads.UploadGone:
+        raise UploadError(UNKNOWN_UPLOAD) from None
 
 
 def _display_name(filename: str | None) -> str:
@@ -155,13 +144,9 @@ def import_upload():
         mailing_list = _known_list(list_slug)
         if upload is None or not upload.filename:
             raise UploadError("Choose a CSV file to import.")
-        folder = _folder()
-        _forget_old_uploads(folder)
-        token = secrets.token_urlsafe(24)
-        path = folder / f"staged-{token}.csv"
-        upload.save(path)
         try:
-            columns = imports.read_columns(path)
+            # Checked before it is stored: a file that cannot be imported is not kept.
+            columns = imports.read_columns(upload.stream)
             email_column, name_column = _mapping_defaults(columns)
             if email_column is None and any("@" in c for c in columns):
                 raise UploadError(
@@ -169,15 +154,19 @@ def import_upload():
                     "header line naming the columns (e.g. email,name) and upload it again."
                 )
         except (imports.ImportFileError, UploadError) as exc:
-            path.unlink(missing_ok=True)
             raise UploadError(str(exc)) from None
     except UploadError as exc:
         return _form_page(str(exc), 400, list_slug)
+    session = db_session()
+    uploads.prune(session, clock.now() - STAGED_MAX_AGE)
+    staged = uploads.store(session, upload.stream, _display_name(upload.filename))
+    token, size = staged.token, staged.size
+    commit()
     return render_template(
         "admin/import_mapping.html",
         token=token,
         filename=_display_name(upload.filename),
-        size=_size(path.stat().st_size),
+        size=_size(size),
         mailing_list=mailing_list,
         columns=columns,
         email_column=email_column,
@@ -207,12 +196,10 @@ def import_start():
     name_column = form.get("name_column", "")[:200]
     consent = form.get("consent", "")
     try:
-        path = _staged_path(token)
-    except UploadError as exc:
-        return _form_page(str(exc), 400, list_slug)
-    try:
+        with _open_staged(token) as stream:
+            upload_id, size = stream.upload_id, stream.size
+            columns = imports.read_columns(stream)
         mailing_list = _known_list(list_slug)
-        columns = imports.read_columns(path)
     except (UploadError, imports.ImportFileError) as exc:
         return _form_page(str(exc), 400, list_slug)
     error = None
@@ -233,7 +220,7 @@ def import_start():
                 "admin/import_mapping.html",
                 token=token,
                 filename=filename,
-                size=_size(path.stat().st_size),
+                size=_size(size),
                 mailing_list=mailing_list,
                 columns=columns,
                 email_column=email_column if email_column in columns else None,
@@ -250,27 +237,30 @@ def import_start():
         CONSENT_CHOICES[consent],
         email_column,
         name_column or None,
-        path.stat().st_size,
+        size,
     )
     job_id = job.id
     commit()
-    final = path.with_name(f"{job_id}.csv")
-    path.replace(final)
-    _start(current_app._get_current_object(), job_id, final)
+    _start(current_app._get_current_object(), job_id, token, upload_id)
     return redirect(url_for("admin.import_job", job_id=job_id), code=303)
 
 
-def _start(app: Flask, job_id: int, path: Path) -> threading.Thread:
-    """Run the job in a daemon thread, with the app's database, mailer and settings."""
+def _start(app: Flask, job_id: int, token: str, upload_id: int) -> threading.Thread:
+    """Run the job on the stored upload in a daemon thread, then delete the upload."""
     db, mail_backend, config = database(), mailer(), dict(app.config)
 
     def work() -> None:
         try:
-            imports.run_job(db, job_id, path, mailer=mail_backend, config=config)
+            with uploads.open_stream(db, token) as stream:
+                imports.run_job(db, job_id, stream, mailer=mail_backend, config=config)
         except Exception:
             log.exception("import job %s could not run", job_id)
         finally:
-            path.unlink(missing_ok=True)
+            try:
+                with db.transaction() as session:
+                    uploads.delete(session, upload_id)
+            except Exception:
+                log.exception("import job %s: its upload was not deleted (db prune will)", job_id)
 
     thread = threading.Thread(target=work, name=f"import-{job_id}", daemon=True)
     thread.start()

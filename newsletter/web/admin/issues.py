@@ -70,10 +70,6 @@ def _lease() -> float:
     return float(current_app.config.get("WORKER_LEASE") or 30)
 
 
-def _drafts_dir() -> Path:
-    return Path(current_app.instance_path) / "drafts"
-
-
 def _split_error(message: str) -> dict[str, str]:
     """Split "FILE:LINE: path: message" for the table; keep the whole text too."""
     match = ERROR_RE.match(message)
@@ -125,7 +121,7 @@ def _parse_at(value: str) -> datetime | None:
 
 
 def _load(token: str) -> drafts.Draft:
-    return drafts.load_draft(_drafts_dir(), token)
+    return drafts.load_draft(db_session(), token)
 
 
 def _plan(draft: drafts.Draft) -> sending.SendPlan:
@@ -212,13 +208,15 @@ def issue_create():
     except NotFound as exc:
         return _index(errors=[str(exc)], text=text, list_slug=list_slug, status=400)
     draft = drafts.save_draft(
-        _drafts_dir(),
+        db_session(),
         text=text,
         list_slug=list_slug,
         source_name=name,
         editor_id=current_user().id,
     )
-    return redirect(url_for("admin.issue_draft", token=draft.token))
+    token = draft.token
+    commit()
+    return redirect(url_for("admin.issue_draft", token=token))
 
 
 # --- a draft: preview, test, confirm, send --------------------------------------------------

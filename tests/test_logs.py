@@ -1,0 +1,152 @@
+"""Logging: one set-up for web, CLI and workers; timestamps, levels, worker and issue ids."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from newsletter import logs
+from newsletter import sending
+from newsletter.mail import MemoryMailer
+from newsletter.pacing import PaceSettings
+from newsletter.sending import DeliveryWorker
+from newsletter.sending import WorkerSettings
+
+ISSUE_FILE = Path(__file__).parent / "data" / "sending-issue.yaml"
+TEXT_LINE = re.compile(
+    r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (?P<level>[A-Z]+) (?P<logger>\S+)"
+    r"(?: \[(?P<context>[^\]]*)\])?: (?P<message>.*)$"
+)
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored(restore_logging: None) -> None:
+    """Every test here reconfigures logging; put it back afterwards."""
+
+
+def test_text_lines_carry_time_level_logger_and_the_bound_ids(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    logs.configure(level="info", fmt="text", environ={})
+    log = logging.getLogger("newsletter.test")
+    log.debug("not shown at info")
+    log.info("outside any worker")
+    with logs.context(worker_id="w-1"), logs.context(issue_id=7):
+        log.warning("inside")
+    log.error("explicit", extra={"issue_id": 3})
+    lines = capsys.readouterr().err.splitlines()
+    parsed = [TEXT_LINE.match(line) for line in lines]
+    assert all(parsed), lines
+    assert [(m["level"], m["logger"], m["context"], m["message"]) for m in parsed] == [
+        ("INFO", "newsletter.test", None, "outside any worker"),
+        ("WARNING", "newsletter.test", "worker=w-1 issue=7", "inside"),
+        ("ERROR", "newsletter.test", "issue=3", "explicit"),
+    ]
+
+
+def test_json_lines_for_log_shippers(capsys: pytest.CaptureFixture[str]) -> None:
+    logs.configure(environ={"NEWSLETTER_LOG_FORMAT": "json", "NEWSLETTER_LOG_LEVEL": "debug"})
+    log = logging.getLogger("newsletter.test")
+    with logs.context(worker_id="w-2", issue_id=9):
+        log.debug("claimed %d", 5)
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        log.exception("failed")
+    first, second = (json.loads(line) for line in capsys.readouterr().err.splitlines())
+    assert first["level"] == "DEBUG" and first["logger"] == "newsletter.test"
+    assert (first["message"], first["worker_id"], first["issue_id"]) == ("claimed 5", "w-2", 9)
+    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", first["time"])
+    assert "context" not in first
+    assert "worker_id" not in second and "ValueError: boom" in second["exc_info"]
+
+
+def test_configure_twice_keeps_one_handler_and_others_handlers() -> None:
+    root = logging.getLogger()
+    foreign = logging.NullHandler()
+    root.addHandler(foreign)
+    logs.configure(environ={})
+    logs.configure(environ={})
+    ours = [h for h in root.handlers if isinstance(h, logs.StderrHandler)]
+    assert len(ours) == 1 and foreign in root.handlers
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"NEWSLETTER_LOG_FORMAT": "xml"}, "NEWSLETTER_LOG_FORMAT must be 'text' or 'json'"),
+        ({"NEWSLETTER_LOG_LEVEL": "loud"}, "NEWSLETTER_LOG_LEVEL must be one of debug"),
+    ],
+)
+def test_bad_settings_are_one_clear_line(
+    runner: Any, monkeypatch: pytest.MonkeyPatch, environ: dict[str, str], message: str
+) -> None:
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    result = runner("lists")
+    assert result.exit_code == 1
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_log_level_option(runner: Any) -> None:
+    assert runner("--log-level", "warning", "lists").exit_code == 0
+    assert logging.getLogger().level == logging.WARNING
+    bad = runner("--log-level", "loud", "lists")
+    assert bad.exit_code == 2 and "'loud' is not one of" in bad.output
+
+
+class _FailingMailer(MemoryMailer):
+    """Logs from the sending thread, then fails the way a bug would (logged with its ids)."""
+
+    def send(self, message: Any) -> str:
+        logging.getLogger("newsletter.mail").warning("about to fail")
+        raise RuntimeError("unexpected")
+
+
+def test_worker_records_carry_the_worker_and_issue_ids(
+    app: Any, db_session: Any, make_list: Any, make_subscriber: Any, caplog: Any
+) -> None:
+    mailing_list = make_list()
+    make_subscriber(mailing_list)
+    plan = sending.plan_send(
+        db_session, ISSUE_FILE, mailing_list.slug, base_url=app.config["BASE_URL"]
+    )
+    issue = sending.start_send(db_session, plan)
+    db_session.commit()
+    logs.configure(environ={})  # as `newsletter worker` does
+    worker = DeliveryWorker(
+        app.extensions["newsletter.db"],
+        _FailingMailer(),
+        app.config,
+        PaceSettings(max_rate=None, quota=None),
+        settings=WorkerSettings(concurrency=2, batch_size=5, lease=30),
+    )
+    with caplog.at_level(logging.INFO):
+        worker.run(until_idle=True)
+    thread = [r for r in caplog.records if r.getMessage() == "about to fail"]
+    failed = [r for r in caplog.records if r.getMessage().startswith("could not send delivery")]
+    assert thread and failed
+    for record in thread + failed:
+        assert (record.worker_id, record.issue_id) == (worker.id, issue.id)
+
+
+def test_no_progress_bar_when_output_is_not_a_terminal(
+    app: Any, db_session: Any, make_list: Any, make_subscriber: Any, runner: Any
+) -> None:
+    mailing_list = make_list()
+    for _ in range(3):
+        make_subscriber(mailing_list)
+    plan = sending.plan_send(
+        db_session, ISSUE_FILE, mailing_list.slug, base_url=app.config["BASE_URL"]
+    )
+    sending.start_send(db_session, plan)
+    db_session.commit()
+    result = runner("worker", "--once")
+    assert result.exit_code == 0, result.output
+    assert "Sent 3, failed 0" in result.output
+    assert "\r" not in result.output and "msg/s" not in result.output

@@ -1,0 +1,139 @@
+"""Every reader path in Chromium at 390 px, in English and in German: no dead ends.
+
+One test per language walks the whole way (a shared browser, one page): the front door,
+a mistake and its correction, a double click on Subscribe (one email), a reload of
+"check your inbox", confirming twice, unsubscribing twice, a forged link, an unknown page.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from newsletter import i18n
+from newsletter import tokens
+from newsletter.models import Subscription
+
+pytestmark = pytest.mark.browser
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+BASE_URL = "https://news.example.com"
+CONFIRM_LINK = re.compile(r"https://news\.example\.com/confirm/[A-Za-z0-9_.\-]+")
+
+
+def _no_sideways_scroll(page: Any) -> None:
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= page.viewport_size["width"], f"{page.url} is {width}px wide"
+
+
+def _shot(page: Any, language: str, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"reader-{language}-{name}.png"), full_page=True)
+    _no_sideways_scroll(page)
+
+
+@pytest.mark.parametrize("language", ["en", "de"])
+def test_every_reader_path_at_390px(
+    page, live_server, make_list, outbox, app, db_session, language
+):
+    make_list(description="Observability news, every Monday.", language=language)
+
+    def t(message: str, **variables: Any) -> str:
+        with i18n.using(language):
+            return i18n.gettext(message, **variables)
+
+    problems: list[str] = []
+    page.on(
+        "console",
+        lambda msg: (
+            problems.append(f"{msg.text} {msg.location}")
+            if msg.type == "error" and "status of 4" not in msg.text
+            else None
+        ),
+    )
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
+    page.set_viewport_size({"width": 390, "height": 844})
+    # The reader's browser speaks the list's language (pages that know no list follow it).
+    page.set_extra_http_headers({"Accept-Language": f"{language};q=1, en;q=0.5"})
+
+    # The front door of a one-list site is its signup page.
+    page.goto(f"{live_server}/")
+    assert page.locator("html").get_attribute("lang") == language
+    assert page.locator("h1").inner_text() == t("Subscribe to %(name)s", name="o11y weekly")
+    _shot(page, language, "1-front-door")
+
+    # A mistake the browser lets through: the form again, the message beside the field.
+    page.fill("#email", "foo@bar")
+    page.fill("#name", "René Luçon")
+    page.click("button[type=submit]")
+    page.wait_for_selector("#email-error")
+    assert page.input_value("#email") == "foo@bar"
+    assert page.input_value("#name") == "René Luçon"
+    if language == "de":
+        assert page.inner_text("#email-error") == t(
+            "That does not look like an email address we can write to: please check it."
+        )
+    assert page.get_attribute("#email", "aria-invalid") == "true"
+    _shot(page, language, "2-mistake")
+
+    # Corrected, then a double click: one confirmation email.
+    page.fill("#email", "reader@example.com")
+    page.dblclick("button[type=submit]")
+    page.wait_for_selector(f"h1:has-text('{t('Check your inbox')}')")
+    assert "/subscribe/check-your-inbox" in page.url
+    page.reload()
+    page.wait_for_selector(f"h1:has-text('{t('Check your inbox')}')")
+    _shot(page, language, "3-check-inbox")
+    assert len(outbox.messages) == 1
+
+    mime = email.message_from_bytes(outbox.messages[0].as_bytes(), policy=email.policy.SMTP)
+    link = CONFIRM_LINK.search(mime.get_body(preferencelist=("plain",)).get_content()).group(0)
+    confirm = link.replace(BASE_URL, live_server)
+    page.goto(confirm)
+    page.click(f"button:has-text('{t('Confirm')}')")
+    page.wait_for_selector(f"h1:has-text('{t('You are subscribed')}')")
+    _shot(page, language, "4-subscribed")
+    # The link a second time: a friendly page, not an error.
+    response = page.goto(confirm)
+    assert response.status == 200
+    assert page.locator(".notice").inner_text() == t(
+        "This link was used already: your subscription to %(name)s is confirmed. "
+        "There is nothing more to do.",
+        name="o11y weekly",
+    )
+    _shot(page, language, "5-already-subscribed")
+
+    subscription_id = db_session.scalar(sa.select(Subscription.id))
+    db_session.rollback()
+    unsubscribe = f"{live_server}/u/" + tokens.make_unsubscribe_token(
+        app.config["SECRET_KEY"], subscription_id
+    )
+    page.goto(unsubscribe)
+    page.click(f"button:has-text('{t('Unsubscribe')}')")
+    page.wait_for_selector(f"h1:has-text('{t('You are unsubscribed')}')")
+    response = page.goto(unsubscribe)
+    assert response.status == 200
+    assert page.locator("h1").inner_text() == t("You are unsubscribed")
+    _shot(page, language, "6-unsubscribed")
+
+    # A damaged confirmation link: what to do, and the way there.
+    response = page.goto(confirm[:-4] + "abcd")
+    assert response.status == 400
+    _shot(page, language, "7-bad-link")
+    page.click(f"a:has-text('{t('Sign up again')}')")
+    page.wait_for_selector("#email")
+
+    # An unknown page: styled, with the way home.
+    response = page.goto(f"{live_server}/no-such-page")
+    assert response.status == 404
+    _shot(page, language, "8-not-found")
+    assert page.locator("h1").inner_text() == t("Page not found")
+    page.click(f"a:has-text('{t('Go to the home page')}')")
+    page.wait_for_selector("#email")
+    assert problems == []
