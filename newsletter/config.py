@@ -97,6 +97,12 @@ DEFAULTS: dict[str, Any] = {
     "IMPORT_MAX_BYTES": 512 * 1024 * 1024,
     # Bearer token for GET /metrics (Prometheus); unset, /metrics answers 404.
     "METRICS_TOKEN": None,
+    # `newsletter db prune` (and workers, daily) delete rows older than these, in days:
+    # rate-limit counters, SNS dedupe rows, console drafts, staged CSV uploads.
+    "RATE_LIMIT_RETENTION_DAYS": 2,
+    "SNS_DEDUPE_RETENTION_DAYS": 30,
+    "DRAFT_RETENTION_DAYS": 30,
+    "UPLOAD_RETENTION_DAYS": 1,
 }
 
 # Settings that have no default in production: start-up fails naming the variable.
@@ -104,6 +110,13 @@ REQUIRED_IN_PRODUCTION = ("SECRET_KEY", "BASE_URL")
 
 DEVELOPMENT_SECRET_KEY = "dev-only-secret-key-do-not-use-in-production"
 DEVELOPMENT_BASE_URL = "http://127.0.0.1:5000"
+
+RETENTION_KEYS = (
+    "RATE_LIMIT_RETENTION_DAYS",
+    "SNS_DEDUPE_RETENTION_DAYS",
+    "DRAFT_RETENTION_DAYS",
+    "UPLOAD_RETENTION_DAYS",
+)
 
 _INT_KEYS = {
     "CONFIRM_MAX_AGE",
@@ -124,6 +137,10 @@ _INT_KEYS = {
     "LOGIN_ACCOUNT_LIMIT",
     "LOGIN_WINDOW",
     "IMPORT_MAX_BYTES",
+    "RATE_LIMIT_RETENTION_DAYS",
+    "SNS_DEDUPE_RETENTION_DAYS",
+    "DRAFT_RETENTION_DAYS",
+    "UPLOAD_RETENTION_DAYS",
 }
 _FLOAT_KEYS = {"SEND_RATE", "SES_TIMEOUT"}
 _BOOL_KEYS = {"CHECK_DELIVERABILITY"}
@@ -193,6 +210,15 @@ def load_config(
                 f"NEWSLETTER_{key} is not set (required when NEWSLETTER_ENV=production)"
             )
     config["BASE_URL"] = config["BASE_URL"].rstrip("/")
+    for key in RETENTION_KEYS:
+        if config[key] < 1:
+            raise ConfigError(f"NEWSLETTER_{key} must be at least 1 (days), got {config[key]}")
+    longest = max(config[k] for k in ("SIGNUP_IP_WINDOW", "SIGNUP_ADDRESS_WINDOW", "LOGIN_WINDOW"))
+    if config["RATE_LIMIT_RETENTION_DAYS"] * 86400 < longest:
+        raise ConfigError(
+            "NEWSLETTER_RATE_LIMIT_RETENTION_DAYS must cover the longest rate-limit window "
+            f"({longest} seconds)"
+        )
     mailto_domain = (config.get("UNSUBSCRIBE_MAILTO_DOMAIN") or "").strip().lower() or None
     if mailto_domain is not None and not _DOMAIN.match(mailto_domain):
         raise ConfigError(

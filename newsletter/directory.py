@@ -111,6 +111,9 @@ class Page:
     has_prev: bool
     has_next: bool
     count: Count
+    # Position of the first row among the matches (1-based), when known cheaply: always on
+    # the first page, and on any page when the count is exact (at most COUNT_CAP matches).
+    start: int | None = None
 
     @property
     def first_id(self) -> int | None:
@@ -268,11 +271,23 @@ def subscriber_page(
         has_prev, has_next = more, before is not None
     else:
         has_prev, has_next = after is not None, more
+    start = None
+    if rows and not has_prev:
+        start = 1
+    elif rows and not (counted.capped or counted.estimated):
+        # The matches are few (the count is exact): counting those before the page is cheap.
+        earlier = session.scalar(
+            sa.select(sa.func.count())
+            .select_from(matches)
+            .where(matches.c.email < _email_of(session, rows[0].id))
+        )
+        start = (earlier or 0) + 1
     return Page(
         rows=rows,
         has_prev=has_prev,
         has_next=has_next,
         count=counted,
+        start=start,
     )
 
 

@@ -71,11 +71,3 @@ def hit_alone(database: Database, key: str, *, limit: int, window: int) -> RateL
         if database.engine.dialect.name == "postgresql":
             session.execute(sa.text("SET LOCAL synchronous_commit TO OFF"))
         return hit(session, key, limit=limit, window=window)
-
-
-def purge(session: so.Session, older_than: timedelta) -> int:
-    """Delete counters of windows that started before now - older_than; return how many."""
-    result = session.execute(
-        sa.delete(RateLimitCounter).where(RateLimitCounter.window_start < clock.now() - older_than)
-    )
-    return result.rowcount or 0

@@ -92,6 +92,12 @@ def test_first_page_is_sorted_by_address_and_counted(admin_client, people):
     assert "8 subscribers" in html
     assert _link(html, "prev") is None
     assert _link(html, "next") is not None
+    # Where the page is among the matches: "1–3 of 8", then "4–6 of 8", then the last.
+    assert re.search(r"1–3</strong> of 8 subscribers", html)
+    second = _text(admin_client.get(_link(html, "next")))
+    assert re.search(r"4–6</strong> of 8 subscribers", second)
+    last = _text(admin_client.get(_link(html, "last")))
+    assert re.search(r"6–8</strong> of 8 subscribers", last)
     assert response.headers["Cache-Control"] == "no-store"
 
 
@@ -412,9 +418,25 @@ def _statuses(db_session, email: str) -> dict[str, SubscriptionStatus]:
 
 def test_unsubscribe_from_the_console(admin_client, people, db_session):
     anna = people["subs"]["anna@example.com"]
-    response = admin_client.post(
-        f"/admin/subscribers/{anna.subscriber_id}/unsubscribe",
+    subscriber_id, subscription_id = anna.subscriber_id, anna.id
+    db_session.rollback()
+    page = _text(admin_client.get(f"/admin/subscribers/{subscriber_id}"))
+    assert "Unsubscribe from all lists…" in page
+    # The first press asks; nothing changes until the editor confirms.
+    before = _statuses(db_session, "anna@example.com")
+    db_session.rollback()  # on SQLite an open read would block the app's writes
+    asked = admin_client.post(
+        f"/admin/subscribers/{subscriber_id}/unsubscribe",
         data={"csrf_token": admin_client.csrf()},
+    )
+    assert asked.status_code == 200
+    assert "Yes, unsubscribe from this list" in _text(asked)
+    assert 'name="confirm" value="yes"' in _text(asked)
+    assert _statuses(db_session, "anna@example.com") == before
+    db_session.rollback()
+    response = admin_client.post(
+        f"/admin/subscribers/{subscriber_id}/unsubscribe",
+        data={"csrf_token": admin_client.csrf(), "confirm": "yes"},
     )
     assert response.status_code == 302
     page = _text(admin_client.get(response.headers["Location"]))
@@ -423,9 +445,15 @@ def test_unsubscribe_from_the_console(admin_client, people, db_session):
         SubscriptionStatus.UNSUBSCRIBED
     }
     reasons = db_session.scalars(
-        sa.select(SubscriptionEvent.reason).where(SubscriptionEvent.subscription_id == anna.id)
+        sa.select(SubscriptionEvent.reason).where(
+            SubscriptionEvent.subscription_id == subscription_id
+        )
     ).all()
     assert reasons == ["admin"]
+    db_session.rollback()
+    # Nothing left to leave: the action is not offered any more.
+    page = _text(admin_client.get(f"/admin/subscribers/{subscriber_id}"))
+    assert "Unsubscribe from all lists" not in page
 
 
 def test_unsubscribe_without_csrf_is_refused_and_changes_nothing(admin_client, people, db_session):
@@ -598,7 +626,7 @@ def test_searching_subscribers(live_server, page, editor, people):
     assert rows.count() == 1
     assert NON_ASCII_EMAIL in rows.first.inner_text()
     assert NON_ASCII_NAME in rows.first.inner_text()
-    assert "1 subscriber matches" in page.locator("#result-count").inner_text()
+    assert "1–1 of 1 subscriber matching" in page.locator("#result-count").inner_text()
     assert page.input_value("#q") == "ørsted"
     # The row leads to the subscriber's page.
     rows.first.locator("a").click()

@@ -101,7 +101,7 @@ def test_log_level_option(runner: Any) -> None:
 
 
 class _FailingMailer(MemoryMailer):
-    """Logs from the sending thread, then fails the way a bug would (logged with its ids)."""
+    """Logs from the sending thread, then fails: the issue pauses (logged with its ids)."""
 
     def send(self, message: Any) -> str:
         logging.getLogger("newsletter.mail").warning("about to fail")
@@ -124,12 +124,12 @@ def test_worker_records_carry_the_worker_and_issue_ids(
         _FailingMailer(),
         app.config,
         PaceSettings(max_rate=None, quota=None),
-        settings=WorkerSettings(concurrency=2, batch_size=5, lease=30),
+        settings=WorkerSettings(concurrency=2, batch_size=5, lease=30, max_consecutive_errors=1),
     )
     with caplog.at_level(logging.INFO):
         worker.run(until_idle=True)
     thread = [r for r in caplog.records if r.getMessage() == "about to fail"]
-    failed = [r for r in caplog.records if r.getMessage().startswith("could not send delivery")]
+    failed = [r for r in caplog.records if r.getMessage().startswith("issue paused")]
     assert thread and failed
     for record in thread + failed:
         assert (record.worker_id, record.issue_id) == (worker.id, issue.id)

@@ -12,7 +12,7 @@ from newsletter.cli import pass_state
 
 @click.group("db", cls=NewsletterGroup)
 def db() -> None:
-    """Create or migrate the database."""
+    """Create or migrate the database, and delete what is past its retention."""
 
 
 @db.command("upgrade")
@@ -29,6 +29,18 @@ def upgrade(state: CliState, revision: str) -> None:
 def current(state: CliState) -> None:
     """Show the database's migration revision."""
     click.echo(migrations.current(state.database.engine) or "empty (run: newsletter db upgrade)")
+
+
+@db.command("prune")
+@pass_state
+def prune(state: CliState) -> None:
+    """Delete rate-limit counters, SNS dedupe rows, drafts and staged uploads past their
+    retention (NEWSLETTER_*_RETENTION_DAYS). Workers do it daily; safe to run any time."""
+    from newsletter import retention
+
+    with state.transaction() as session:
+        pruned = retention.prune(session, state.config)
+    click.echo("Deleted " + ", ".join(pruned.lines()) + ".")
 
 
 COMMANDS = [db]

@@ -27,6 +27,7 @@ import sqlalchemy.orm as so
 from newsletter import clock
 from newsletter import logs
 from newsletter import metrics
+from newsletter import retention
 from newsletter.db import Database
 from newsletter.mail import Mailer
 from newsletter.mail import SesMailer
@@ -183,6 +184,7 @@ class DeliveryWorker:
         self._streaks: dict[int, list[int]] = {}
         self._last_heartbeat = 0.0
         self._last_housekeeping = 0.0
+        self._next_prune = 0.0  # `newsletter db prune`, at start and then daily
         self._throttles = 0
         # SES call times, measured by the threads, read by the main thread only.
         self.latency = LatencyGauge()
@@ -724,6 +726,9 @@ class DeliveryWorker:
     def _housekeeping(self) -> bool:
         """Recover lost workers, start due issues, finish done ones; True when idle."""
         self._last_housekeeping = time.monotonic()
+        if self._last_housekeeping >= self._next_prune:
+            self._next_prune = self._last_housekeeping + retention.EVERY
+            retention.prune_in_background(self.database, self.config)
         self.pacer.refresh_quota()
         self.pacer.recover_rate()
         # Slots given up were counted against the daily quota: give them back.

@@ -89,16 +89,35 @@ def subscriber(subscriber_id: int) -> Any:
     return _subscriber_page(subscriber_id)
 
 
-def _subscriber_page(subscriber_id: int, *, error: str | None = None, status: int = 200) -> Any:
+def _subscriber_page(
+    subscriber_id: int,
+    *,
+    error: str | None = None,
+    status: int = 200,
+    confirm_unsubscribe: bool = False,
+) -> Any:
     history = directory.subscriber_history(db_session(), subscriber_id)
-    return render_template("admin/subscriber.html", history=history, error=error), status
+    return (
+        render_template(
+            "admin/subscriber.html",
+            history=history,
+            error=error,
+            confirm_unsubscribe=confirm_unsubscribe,
+        ),
+        status,
+    )
 
 
 @bp.post("/subscribers/<int:subscriber_id>/unsubscribe", endpoint="subscriber_unsubscribe")
 def subscriber_unsubscribe(subscriber_id: int) -> Any:
-    """Unsubscribe from every list, keeping the record (so no import brings them back)."""
+    """Unsubscribe from every list, keeping the record (so no import brings them back).
+
+    The first press only asks for confirmation; the confirming form carries confirm=yes.
+    """
     session = db_session()
     found = directory.get_subscriber(session, subscriber_id)
+    if request.form.get("confirm") != "yes":
+        return _subscriber_page(subscriber_id, confirm_unsubscribe=True)
     removal = subscribers_core.remove(session, found.email)
     commit()
     if removal.lists:

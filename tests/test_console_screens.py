@@ -1,0 +1,182 @@
+"""Every console page in Chromium at 1280 px and at 390 px: nothing wider than the screen.
+
+One test, one browser page: it signs in, makes the data every page needs through the
+console itself (a draft from the example issue, an import stopped at the column mapping),
+and visits each page at both widths. Screenshots: test-artifacts/console-<width>-<page>.png.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from newsletter import sending
+from newsletter.models import IssueStatus
+from newsletter.models import SubscriptionStatus
+from tests.conftest import EDITOR_EMAIL
+from tests.conftest import EDITOR_PASSWORD
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+ISSUE_FILE = ROOT / "tests" / "data" / "sending-issue.yaml"
+WIDTHS = (1280, 390)
+
+
+def _overflow(page: Any) -> int:
+    """How many pixels the page is wider than the window (0: no sideways scroll)."""
+    return page.evaluate(
+        "Math.max(document.documentElement.scrollWidth, document.body.scrollWidth)"
+        " - window.innerWidth"
+    )
+
+
+def _phone_checks(page: Any, live_server: str) -> None:
+    """At 390 px: the navigation folds behind Menu; chart labels stay readable."""
+    page.goto(f"{live_server}/admin/")
+    menu = page.locator(".nav-toggle")
+    assert menu.is_visible() and page.locator("#console-nav").is_hidden()
+    menu.click()
+    assert page.locator("#console-nav").is_visible()
+    assert menu.get_attribute("aria-expanded") == "true"
+    # Rendered size of the smallest chart label, in CSS pixels.
+    smallest = page.evaluate(
+        "Math.min(...[...document.querySelectorAll('svg.chart text')]"
+        ".map(t => t.getBoundingClientRect().height))"
+    )
+    assert smallest >= 9, smallest
+
+
+def test_every_console_page_fits_at_1280_and_390(
+    page, live_server, editor, app, db_session, make_list, make_subscriber, tmp_path
+):
+    weekly = make_list(slug="weekly", name="o11y weekly")
+    make_list(slug="o11y-news", name="o11y news", description="Observability news")
+    statuses = list(SubscriptionStatus)
+    for n in range(60):
+        make_subscriber(
+            weekly,
+            email=f"a-rather-long-address-number-{n}@subdomain.example-company.com",
+            name=f"Reader Number {n} Ångström-Łukasiewicz",
+            status=statuses[n % len(statuses)],
+        )
+    plan = sending.plan_send(db_session, ISSUE_FILE, "weekly", base_url=app.config["BASE_URL"])
+    issue = sending.start_send(db_session, plan)
+    issue.status = IssueStatus.SENT
+    db_session.commit()
+    issue_id = issue.id
+    subscriber_id = make_subscriber(weekly, email="zoë@example.com").subscriber_id
+
+    page.goto(f"{live_server}/admin/login")
+    pages: dict[str, str] = {"login": page.url}
+    page.fill("input[name=email]", EDITOR_EMAIL)
+    page.fill("input[name=password]", EDITOR_PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{live_server}/admin/**")
+
+    # A draft of the example issue, made the way an editor makes it.
+    page.goto(f"{live_server}/admin/issues")
+    page.fill("textarea[name=yaml]", (ROOT / "examples" / "issue.yaml").read_text())
+    page.select_option("select[name=list]", "o11y-news")
+    page.click("#new-issue button[type=submit]")
+    page.wait_for_url(f"{live_server}/admin/issues/drafts/**")
+    draft = page.url
+    # An import stopped at the column mapping.
+    csv = tmp_path / "readers.csv"
+    csv.write_text("E-mail,Full name,Company\nada@example.org,Ada,Analytical\n")
+    page.goto(f"{live_server}/admin/import")
+    page.select_option("select[name=list]", "weekly")
+    page.set_input_files("#file", str(csv))
+    page.click("text=Upload and choose columns")
+    page.wait_for_selector("#email_column")
+    mapping_html = page.content()
+
+    pages.update(
+        {
+            "dashboard": f"{live_server}/admin/",
+            "subscribers": f"{live_server}/admin/subscribers",
+            "subscriber": f"{live_server}/admin/subscribers/{subscriber_id}",
+            "import": f"{live_server}/admin/import",
+            "issues": f"{live_server}/admin/issues",
+            "issue": f"{live_server}/admin/issues/{issue_id}",
+            "draft": draft,
+            "draft-confirm": f"{draft}/confirm?list=o11y-news",
+            "lists": f"{live_server}/admin/lists",
+            "list-new": f"{live_server}/admin/lists/new",
+            "list-edit": f"{live_server}/admin/lists/weekly/edit",
+        }
+    )
+    ARTIFACTS.mkdir(exist_ok=True)
+    too_wide = []
+    for width in WIDTHS:
+        page.set_viewport_size({"width": width, "height": 900})
+        for name, url in pages.items():
+            if name == "login":
+                continue
+            page.goto(url)
+            page.wait_for_load_state("load")
+            page.screenshot(path=str(ARTIFACTS / f"console-{width}-{name}.png"), full_page=True)
+            if (extra := _overflow(page)) > 0:
+                too_wide.append(f"{name} at {width}px: {extra}px too wide")
+        if width == 390:
+            _phone_checks(page, live_server)
+        # The mapping step is the answer to a POST: check the same HTML, rendered.
+        page.set_content(mapping_html.replace("<head>", f'<head><base href="{live_server}/">'))
+        page.wait_for_load_state("load")
+        page.screenshot(path=str(ARTIFACTS / f"console-{width}-import-mapping.png"), full_page=True)
+        if (extra := _overflow(page)) > 0:
+            too_wide.append(f"import-mapping at {width}px: {extra}px too wide")
+    assert too_wide == []
+
+    # Sortable columns: the lists by name, one way then the other.
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.goto(f"{live_server}/admin/lists")
+    names = page.locator("table.sortable tbody tr td:nth-child(2)")
+    page.click("th button.sort:text('Name')")
+    assert names.all_text_contents() == ["o11y news", "o11y weekly"]
+    page.click("th button.sort:text('Name')")
+    assert names.all_text_contents() == ["o11y weekly", "o11y news"]
+    assert page.get_attribute("th:has(button:text('Name'))", "aria-sort") == "descending"
+
+
+@pytest.fixture
+def outbox_app_config(app_config, tmp_path):
+    """Development with the outbox backend: /outbox lists the .eml files."""
+    app_config.pop("MAILER")
+    app_config.update(ENV="development", MAIL_BACKEND="outbox", OUTBOX_DIR=str(tmp_path / "ob"))
+    return app_config
+
+
+def test_outbox_fits_a_phone(browser, outbox_app_config, make_list, tmp_path):
+    from werkzeug.serving import make_server
+
+    from newsletter import create_app
+
+    app = create_app(outbox_app_config)
+    make_list(postal_address="A rather long postal address line, 10115 Berlin, Germany")
+    client = app.test_client()
+    client.post("/subscribe", data={"email": "a-long-address@subdomain.example-company.com"})
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    import threading
+
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    try:
+        page = context.new_page()
+        base = f"http://127.0.0.1:{server.server_port}"
+        page.goto(f"{base}/outbox/")
+        assert _overflow(page) <= 0
+        page.screenshot(path=str(ARTIFACTS / "console-390-outbox.png"), full_page=True)
+        page.click("table a")
+        page.wait_for_selector("pre.mail-text")
+        assert _overflow(page) <= 0
+        page.screenshot(path=str(ARTIFACTS / "console-390-outbox-message.png"), full_page=True)
+    finally:
+        context.close()
+        server.shutdown()
+        thread.join(timeout=5)
+        app.extensions["newsletter.db"].dispose()
