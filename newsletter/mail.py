@@ -62,13 +62,17 @@ BULK_HEADERS = {
 }
 
 
+_SEVEN_BIT = SMTP.clone(cte_type="7bit")
+
+
 def _body(text: str, html: str | None) -> bytes:
     # Only our own text goes through the email package: MIME parts, never header values.
-    body = EmailMessage(policy=SMTP)
+    # cte_type 7bit: non-ASCII bodies go quoted-printable or base64, never raw 8-bit.
+    body = EmailMessage(policy=_SEVEN_BIT)
     body.set_content(text, subtype="plain", charset="utf-8")
     if html is not None:
         body.add_alternative(html, subtype="html", charset="utf-8")
-    return body.as_bytes(policy=SMTP)
+    return body.as_bytes(policy=_SEVEN_BIT)
 
 
 def build_message(

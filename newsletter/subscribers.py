@@ -347,7 +347,7 @@ def _rekey_subscriptions(session: so.Session, subscriber_id: int, now: datetime)
         session.execute(sa.delete(table).where(table.c.id == old.id))
         live = old.status in _LIVE
         status = SubscriptionStatus.UNSUBSCRIBED if live else old.status
-        new_id = session.execute(
+        new_id: int = session.execute(
             sa.insert(table)
             .values(
                 subscriber_id=subscriber_id,

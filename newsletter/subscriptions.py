@@ -21,6 +21,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from newsletter import clock
+from newsletter import i18n
 from newsletter import mail
 from newsletter import metrics
 from newsletter import ratelimits
@@ -31,6 +32,7 @@ from newsletter.addresses import InvalidAddress
 from newsletter.addresses import InvalidName
 from newsletter.addresses import clean_name
 from newsletter.addresses import normalize_address
+from newsletter.composer import markdown
 from newsletter.composer.mjml import compile_mjml
 from newsletter.config import data_dir
 from newsletter.db import dialect_insert
@@ -377,32 +379,49 @@ def _set_status(
 
 
 @lru_cache(maxsize=1)
+@lru_cache(maxsize=1)
 def _templates() -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(data_dir("templates"))),
         autoescape=lambda name: name is not None and name.endswith(".mjml.j2"),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
     )
+    i18n.install(env)
+    env.filters["wrap"] = lambda text: "\n".join(markdown.wrap(str(text)))
+    return env
+
+
+def _language_context(language: str | None) -> dict[str, str]:
+    direction = i18n.text_direction(language)
+    return {
+        "lang": i18n.html_lang(language),
+        "dir": direction,
+        "start": "right" if direction == "rtl" else "left",
+    }
 
 
 _URL_PLACEHOLDER = "https://confirm.invalid/__CONFIRM_URL__"
 
 
 @lru_cache(maxsize=64)
-def _compiled_html(list_name: str, postal_address: str | None, max_age_days: int) -> str:
+def _compiled_html(
+    list_name: str, postal_address: str | None, max_age_days: int, language: str
+) -> str:
     # MJML compilation takes tens of milliseconds: compile once per list and splice the
     # reader's link in (it holds only URL-safe characters, so no escaping changes it).
-    source = (
-        _templates()
-        .get_template("email/confirm.mjml.j2")
-        .render(
-            list_name=list_name,
-            postal_address=postal_address,
-            confirm_url=_URL_PLACEHOLDER,
-            max_age_days=max_age_days,
+    with i18n.using(language):
+        source = (
+            _templates()
+            .get_template("email/confirm.mjml.j2")
+            .render(
+                list_name=list_name,
+                postal_address=postal_address,
+                confirm_url=_URL_PLACEHOLDER,
+                max_age_days=max_age_days,
+                **_language_context(language),
+            )
         )
-    )
     return compile_mjml(source)
 
 
@@ -421,26 +440,31 @@ def confirmation_message(
     address: Address,
     config: Mapping[str, Any],
 ) -> mail.OutgoingMessage:
-    """Build the confirmation email (transactional: no List-Unsubscribe)."""
+    """Build the confirmation email in the list's language (transactional: no List-Unsubscribe)."""
     url = confirm_url(config, subscription)
     max_age_days = max(1, round(config["CONFIRM_MAX_AGE"] / 86400))
-    html = _compiled_html(mailing_list.name, mailing_list.postal_address, max_age_days)
-    text = (
-        _templates()
-        .get_template("email/confirm.txt.j2")
-        .render(
-            list_name=mailing_list.name,
-            postal_address=mailing_list.postal_address,
-            confirm_url=url,
-            max_age_days=max_age_days,
+    language = i18n.html_lang(getattr(mailing_list, "language", None))
+    html = _compiled_html(mailing_list.name, mailing_list.postal_address, max_age_days, language)
+    with i18n.using(language):
+        text = (
+            _templates()
+            .get_template("email/confirm.txt.j2")
+            .render(
+                list_name=mailing_list.name,
+                postal_address=mailing_list.postal_address,
+                confirm_url=url,
+                max_age_days=max_age_days,
+            )
         )
-    )
+        subject = i18n.gettext(
+            "Please confirm your subscription to %(list)s", list=mailing_list.name
+        )
     return mail.build_message(
         from_address=mailing_list.from_address,
         from_name=mailing_list.name,
         to_address=address.ascii,
         to_name=subscriber.name,
-        subject=f"Please confirm your subscription to {mailing_list.name}",
+        subject=subject,
         text=text,
         html=html.replace(_URL_PLACEHOLDER, url),
         reply_to=mailing_list.reply_to,

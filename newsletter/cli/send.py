@@ -73,6 +73,12 @@ def _deliver(state: CliState, issue_id: int, concurrency: int | None) -> None:
 )
 @click.option("--resume", "resume_ref", metavar="ISSUE", help="Go on with a paused send.")
 @click.option("--queue-only", is_flag=True, help="Only queue the send; running workers deliver it.")
+@click.option(
+    "--allow-clipping",
+    is_flag=True,
+    help="Send even if Gmail would clip the issue (HTML over 102 KB after minifying); "
+    "its unsubscribe link is then repeated at the top.",
+)
 @click.option("--concurrency", type=click.IntRange(1, 256), default=None, hidden=True)
 @pass_state
 def send(
@@ -86,6 +92,7 @@ def send(
     retry_ref: str | None,
     resume_ref: str | None,
     queue_only: bool,
+    allow_clipping: bool,
     concurrency: int | None,
 ) -> None:
     """Send the issue FILE to the list SLUG, after showing the audience and asking.
@@ -120,8 +127,10 @@ def send(
 
     with state.transaction() as session:
         plan = sending.plan_send(session, file, list_slug, base_url=config["BASE_URL"])
+        refused = plan.compiled.clipped and not (allow_clipping or test_to)
         for warning in plan.compiled.warnings:
-            click.echo(f"warning: {warning}", err=True)
+            if not (refused and warning.startswith("the HTML is")):  # the error says it
+                click.echo(f"warning: {warning}", err=True)
         if test_to:
             if dry_run:
                 click.echo(
@@ -131,7 +140,7 @@ def send(
             sending.send_test_copies(session, state.mailer, plan, test_to, config=config)
             click.echo(f"Sent {len(test_to)} test copies ({', '.join(test_to)}).")
             return
-        sending.check_can_send(plan)
+        sending.check_can_send(plan, allow_clipping=allow_clipping)
         audience = plan.audience
         click.echo(
             f"Issue {plan.compiled.title!r} ({plan.compiled.slug}) to list "

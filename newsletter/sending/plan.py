@@ -58,6 +58,8 @@ class SendPlan:
     mailing_list: MailingList
     audience: Audience
     existing: Issue | None  # the same issue (list + slug) sent or started before
+    # The editor accepts that Gmail clips it (--allow-clipping, the console's checkbox).
+    allow_clipping: bool = False
 
 
 def web_url(base_url: str, slug: str) -> str:
@@ -126,8 +128,21 @@ def _plan(session: so.Session, document: Any, mailing_list: MailingList, base_ur
     )
 
 
-def check_can_send(plan: SendPlan) -> None:
-    """Refuse a send that was done before, or that would reach nobody."""
+def check_can_send(plan: SendPlan, *, allow_clipping: bool | None = None) -> None:
+    """Refuse a send that was done before, that would reach nobody, or that Gmail would clip.
+
+    A clipped issue hides its footer (unsubscribe link, postal address): it goes out only
+    when the editor says so (allow_clipping).
+    """
+    from newsletter.composer import ClippedIssue
+    from newsletter.composer import check_clipping
+
+    if allow_clipping is not None:
+        plan.allow_clipping = allow_clipping
+    try:
+        check_clipping(plan.compiled, allow_clipping=plan.allow_clipping)
+    except ClippedIssue as exc:
+        raise SendError(str(exc)) from None
     issue = plan.existing
     if issue is None and plan.audience.recipients == 0:
         raise SendError(

@@ -299,7 +299,7 @@ def _checked(draft: drafts.Draft) -> tuple[sending.SendPlan, datetime | None]:
     if request.values.get("mode") == "schedule" and not request.values.get("at", "").strip():
         raise NewsletterError("Pick the date and time (UTC) to schedule the send for.")
     when = _parse_at(request.values.get("at", ""))
-    sending.check_can_send(plan)
+    sending.check_can_send(plan, allow_clipping=request.values.get("allow_clipping") == "1")
     return plan, when
 
 
