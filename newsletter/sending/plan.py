@@ -14,6 +14,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from newsletter import clock
+from newsletter.db import rowcount
 from newsletter.errors import NewsletterError
 from newsletter.errors import NotFound
 from newsletter.lists import get_list
@@ -261,7 +262,7 @@ def _requeue(session: so.Session, issue: Issue, status: DeliveryStatus) -> tuple
         .values(**values)
         .execution_options(synchronize_session=False)
     )
-    count = result.rowcount or 0
+    count = rowcount(result)
     if count and issue.status is not IssueStatus.SCHEDULED:
         issue.status = IssueStatus.SENDING
         issue.paused_reason = None
