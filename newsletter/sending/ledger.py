@@ -171,9 +171,15 @@ def recover_lost_workers(session: so.Session, *, lease: float) -> int:
             worker.id,
             "its process is gone" if dead_here else f"no heartbeat for over {lease:g} s",
         )
+        claimed = _lockable(
+            session,
+            sa.select(Delivery.id).where(
+                Delivery.claimed_by == worker.id, Delivery.status == DeliveryStatus.QUEUED
+            ),
+        )
         session.execute(
             sa.update(Delivery)
-            .where(Delivery.claimed_by == worker.id, Delivery.status == DeliveryStatus.QUEUED)
+            .where(Delivery.id.in_(claimed), Delivery.status == DeliveryStatus.QUEUED)
             .values(claimed_by=None, claimed_at=None, updated_at=now)
             .execution_options(synchronize_session=False)
         )
@@ -184,13 +190,19 @@ def recover_lost_workers(session: so.Session, *, lease: float) -> int:
     open_issues = sa.select(Issue.id).where(
         Issue.status.in_((IssueStatus.SENDING, IssueStatus.PAUSED, IssueStatus.CANCELLED))
     )
-    unknown = session.execute(
-        sa.update(Delivery)
-        .where(
+    orphans = _lockable(
+        session,
+        sa.select(Delivery.id).where(
             Delivery.issue_id.in_(open_issues),
             Delivery.status == DeliveryStatus.SENDING,
             sa.or_(Delivery.claimed_by.is_(None), Delivery.claimed_by.not_in(alive)),
-        )
+        ),
+    )
+    if not orphans:
+        return 0
+    unknown = session.execute(
+        sa.update(Delivery)
+        .where(Delivery.id.in_(orphans), Delivery.status == DeliveryStatus.SENDING)
         .values(
             status=DeliveryStatus.UNKNOWN,
             error=sa.literal("worker ")
@@ -203,6 +215,13 @@ def recover_lost_workers(session: so.Session, *, lease: float) -> int:
     if unknown:
         log.warning("%s rows left sending by stopped workers are now unknown", unknown)
     return unknown or 0
+
+
+def _lockable(session: so.Session, query: sa.Select) -> list[int]:
+    """Return the ids the query finds, skipping rows another transaction holds: a worker
+    stalled inside a transaction must not stall its peers' recovery (its rows are
+    recovered once its session ends)."""
+    return list(session.scalars(query.with_for_update(skip_locked=True)))
 
 
 def live_worker(session: so.Session, *, lease: float) -> Worker | None:

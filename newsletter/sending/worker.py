@@ -155,10 +155,19 @@ class DeliveryWorker:
         # Its own engine: the loop commits hundreds of times a second, and a liveness
         # ping on every pool checkout would double the round trips. A dropped connection
         # fails one round, which is retried (see _tick).
-        self.database = Database(database.url, pool_pre_ping=False, pool_size=2)
+        self.settings = settings or WorkerSettings.from_config(config)
+        engine_options: dict[str, Any] = {"pool_pre_ping": False, "pool_size": 2}
+        if not database.is_sqlite:
+            # A worker stalled inside a transaction (SIGSTOP, a frozen VM) would hold its row
+            # locks for ever; PostgreSQL ends such a session after the lease, so the others
+            # can recover its rows. (Our transactions never wait on SES.)
+            timeout = int(self.settings.lease * 1000)
+            engine_options["connect_args"] = {
+                "options": f"-c idle_in_transaction_session_timeout={timeout}"
+            }
+        self.database = Database(database.url, **engine_options)
         self.mailer = mailer
         self.config = config
-        self.settings = settings or WorkerSettings.from_config(config)
         self.pacer = Pacer(self.database, pace, quota_source)
         self.book = SlotBook(self.settings.concurrency)
         self.issue_id = issue_id
@@ -309,7 +318,12 @@ class DeliveryWorker:
                     return
                 if self._stop.is_set():
                     return
-            due = self._due_jobs()
+            try:
+                due = self._due_jobs()
+            except sqlalchemy.exc.OperationalError as exc:
+                log.error("database error, retrying: %s", exc)
+                time.sleep(1.0)
+                continue
             if self._pending or due or self._heartbeat_due():
                 for job in self._tick(due):
                     pool.submit(self._send, job)
