@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 from typing import Annotated
+from typing import Any
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -17,7 +18,7 @@ created = Annotated[datetime, so.mapped_column(default=clock.now)]
 email_str = Annotated[str, so.mapped_column(sa.String(320))]
 
 
-def enum_column(enum_cls: type[enum.Enum], **kwargs: object) -> so.MappedColumn:
+def enum_column(enum_cls: type[enum.Enum], **kwargs: Any) -> so.MappedColumn[Any]:
     """Store an enum by value as a plain string (readable, and no native type to migrate)."""
     return so.mapped_column(
         sa.Enum(

@@ -152,9 +152,9 @@ class CertificateStore:
 
     def public_key(self, url: str) -> rsa.RSAPublicKey:
         """Return the RSA public key of the certificate at a checked URL."""
-        key = self._keys.get(url)
-        if key is not None:
-            return key
+        known = self._keys.get(url)
+        if known is not None:
+            return known
         try:
             pem = self.fetch(url)
             certificate = x509.load_pem_x509_certificate(pem)

@@ -383,7 +383,7 @@ def _set_status(
 def _templates() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(data_dir("templates"))),
-        autoescape=lambda name: bool(name) and name.endswith(".mjml.j2"),
+        autoescape=lambda name: name is not None and name.endswith(".mjml.j2"),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
     )

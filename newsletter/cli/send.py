@@ -113,6 +113,7 @@ def send(
                 issue, count = sending.retry_unknown(session, retry_ref)
                 click.echo(f"Queued {count} messages of {issue.slug!r} again.")
             else:
+                assert resume_ref is not None
                 issue = sending.resume_issue(session, resume_ref)
                 click.echo(f"Resumed {issue.slug!r}.")
             issue_id = issue.id
@@ -172,6 +173,7 @@ def send(
         issue = sending.start_send(session, plan, at=when)
         issue_id, status = issue.id, issue.status
     if status is IssueStatus.SCHEDULED:
+        assert when is not None  # only a send with --at is scheduled
         click.echo(f"Scheduled for {when.isoformat()}; a running `newsletter worker` sends it.")
         return
     if queue_only:

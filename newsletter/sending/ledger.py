@@ -17,6 +17,8 @@ import sqlalchemy.orm as so
 
 from newsletter import clock
 from newsletter.db import UTCDateTime
+from newsletter.db import dialect_insert
+from newsletter.db import rowcount
 from newsletter.models import Delivery
 from newsletter.models import DeliveryStatus
 from newsletter.models import Issue
@@ -65,17 +67,13 @@ def create_ledger(session: so.Session, issue: Issue) -> int:
     )
     columns = ["issue_id", "subscriber_id", "subscription_id", "status", "error", "attempts"]
     columns.append("updated_at")
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
     statement = (
-        insert(Delivery.__table__)
+        dialect_insert(session, Delivery)
         .from_select(columns, source)
         .on_conflict_do_nothing(index_elements=["issue_id", "subscriber_id"])
     )
     result = session.execute(statement)
-    return max(result.rowcount or 0, 0)
+    return max(rowcount(result), 0)
 
 
 @dataclass
@@ -126,7 +124,7 @@ def db_clock(session: so.Session) -> sa.ColumnElement[datetime]:
 
 def db_now(session: so.Session) -> datetime:
     """Return the database's current time."""
-    return session.scalar(sa.select(db_clock(session)))
+    return session.execute(sa.select(db_clock(session))).scalar_one()
 
 
 # PostgreSQL advisory lock key: one recovery at a time (two sweeping the same rows in
@@ -200,7 +198,7 @@ def recover_lost_workers(session: so.Session, *, lease: float) -> int:
     )
     if not orphans:
         return 0
-    unknown = session.execute(
+    result = session.execute(
         sa.update(Delivery)
         .where(Delivery.id.in_(orphans), Delivery.status == DeliveryStatus.SENDING)
         .values(
@@ -211,7 +209,8 @@ def recover_lost_workers(session: so.Session, *, lease: float) -> int:
             updated_at=now,
         )
         .execution_options(synchronize_session=False)
-    ).rowcount
+    )
+    unknown = rowcount(result)
     if unknown:
         log.warning("%s rows left sending by stopped workers are now unknown", unknown)
     return unknown or 0
@@ -416,7 +415,7 @@ def release_all(session: so.Session, worker_id: str, now: datetime) -> int:
         .values(claimed_by=None, claimed_at=None)
         .execution_options(synchronize_session=False)
     )
-    return (
+    return rowcount(
         session.execute(
             sa.update(Delivery)
             .where(Delivery.claimed_by == worker_id, Delivery.status == DeliveryStatus.SENDING)
@@ -429,8 +428,7 @@ def release_all(session: so.Session, worker_id: str, now: datetime) -> int:
                 updated_at=now,
             )
             .execution_options(synchronize_session=False)
-        ).rowcount
-        or 0
+        )
     )
 
 
@@ -449,7 +447,7 @@ def finish_issues(session: so.Session, issue_ids: Iterable[int]) -> list[int]:
                 .where(Issue.id == issue_id, Issue.status == IssueStatus.SENDING)
                 .values(status=IssueStatus.SENT, finished_at=clock.now())
             )
-            if result.rowcount:
+            if rowcount(result):
                 finished.append(issue_id)
     return finished
 

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from newsletter import clock
+from newsletter.db import rowcount
 from newsletter.errors import NewsletterError
 from newsletter.errors import NotFound
 from newsletter.lists import get_list
@@ -239,7 +240,7 @@ def retry_unknown(session: so.Session, ref: str | int) -> tuple[Issue, int]:
             updated_at=clock.now(),
         )
     )
-    count = result.rowcount or 0
+    count = rowcount(result)
     if count:
         issue.status = IssueStatus.SENDING
         issue.paused_reason = None

@@ -29,6 +29,7 @@ from newsletter import logs
 from newsletter import metrics
 from newsletter import retention
 from newsletter.db import Database
+from newsletter.db import rowcount
 from newsletter.mail import Mailer
 from newsletter.mail import SesMailer
 from newsletter.models import Delivery
@@ -110,7 +111,7 @@ class WorkerSettings:
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         values.setdefault("batch_size", max(50, values["concurrency"] * 10))
-        return cls(**values)
+        return cls(**values)  # type: ignore[arg-type]
 
 
 def worker_mailer(mailer: Mailer, config: Mapping[str, Any], concurrency: int) -> Mailer:
@@ -274,7 +275,7 @@ class DeliveryWorker:
     def _install_signal_handlers(self) -> dict[int, Any]:
         if threading.current_thread() is not threading.main_thread():
             return {}
-        previous = {}
+        previous: dict[int, Any] = {}
 
         def handler(signum: int, frame: Any) -> None:
             if self._stop.is_set():
@@ -430,6 +431,7 @@ class DeliveryWorker:
             jobs = claim(session, self.id, issue_ids, self.settings.batch_size, self._now())
             for issue_id in {job.issue_id for job in jobs} - set(self._renderers):
                 issue = session.get(Issue, issue_id)
+                assert issue is not None  # the rows just claimed reference it
                 self._renderers[issue_id] = IssueRenderer.for_issue(issue, issue.list, self.config)
         self._buffer.extend(jobs)
 
@@ -603,16 +605,18 @@ class DeliveryWorker:
         # The streak most likely failed for a common cause, not the readers: give their
         # failed rows back to the queue so resuming sends to them. Unknown rows stay
         # unknown: SES may have taken them.
-        requeued = session.execute(
-            sa.update(Delivery)
-            .where(
-                Delivery.id.in_(streak),
-                Delivery.claimed_by == self.id,
-                Delivery.status == DeliveryStatus.FAILED,
+        requeued = rowcount(
+            session.execute(
+                sa.update(Delivery)
+                .where(
+                    Delivery.id.in_(streak),
+                    Delivery.claimed_by == self.id,
+                    Delivery.status == DeliveryStatus.FAILED,
+                )
+                .values(status=DeliveryStatus.QUEUED, claimed_by=None, retry_at=None)
+                .execution_options(synchronize_session=False)
             )
-            .values(status=DeliveryStatus.QUEUED, claimed_by=None, retry_at=None)
-            .execution_options(synchronize_session=False)
-        ).rowcount
+        )
         self.progress.failed = max(self.progress.failed - (requeued or 0), 0)
         self._pause(
             session,
@@ -635,7 +639,8 @@ class DeliveryWorker:
         self._release_buffered(session, {issue_id})
 
     def _release_buffered(self, session: so.Session, issue_ids: set[int]) -> None:
-        keep, drop = deque(), []
+        keep: deque[Job] = deque()
+        drop: list[Job] = []
         for job in self._buffer:
             (drop if job.issue_id in issue_ids else keep).append(job)
         self._buffer = keep
