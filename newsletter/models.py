@@ -56,7 +56,8 @@ class DeliveryStatus(enum.StrEnum):
     DELIVERED = "delivered"  # SES reported delivery to the mailbox provider
     FAILED = "failed"  # rejected for this recipient; error says why
     SUPPRESSED = "suppressed"  # skipped: the reader left, bounced or complained
-    UNKNOWN = "unknown"  # in flight at a crash: SES may or may not have taken it
+    UNKNOWN = "unknown"  # the call may have reached SES: it may or may not have taken it
+    CANCELLED = "cancelled"  # not sent: the editor cancelled the send first
     BOUNCED = "bounced"
     COMPLAINED = "complained"
 

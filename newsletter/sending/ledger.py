@@ -432,6 +432,26 @@ def release_all(session: so.Session, worker_id: str, now: datetime) -> int:
     )
 
 
+def cancel_queued(session: so.Session, issue_ids: list[int] | sa.Select) -> int:
+    """Record the queued rows of cancelled issues `cancelled` (claimed ones too: their
+    worker finds them gone and skips them); return how many."""
+    return rowcount(
+        session.execute(
+            sa.update(Delivery)
+            .where(Delivery.issue_id.in_(issue_ids), Delivery.status == DeliveryStatus.QUEUED)
+            .values(
+                status=DeliveryStatus.CANCELLED,
+                claimed_by=None,
+                claimed_at=None,
+                retry_at=None,
+                error="the send was cancelled",
+                updated_at=clock.now(),
+            )
+            .execution_options(synchronize_session=False)
+        )
+    )
+
+
 def finish_issues(session: so.Session, issue_ids: Iterable[int]) -> list[int]:
     """Mark sending issues with nothing queued or in flight as sent; return their ids."""
     finished = []

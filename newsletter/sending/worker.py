@@ -49,6 +49,7 @@ from newsletter.pacing import QuotaExhausted
 from newsletter.pacing import in_flight_for
 from newsletter.sending.ledger import QUOTA_RECHECK
 from newsletter.sending.ledger import Job
+from newsletter.sending.ledger import cancel_queued
 from newsletter.sending.ledger import claim
 from newsletter.sending.ledger import finish_issues
 from newsletter.sending.ledger import heartbeat
@@ -679,7 +680,7 @@ class DeliveryWorker:
         ).all()
         by_id = {row.id: row for row in rows}
         now = self._now()
-        candidates, suppressed, stopped_issues = [], {}, set()
+        candidates, suppressed, stopped_issues, cancelled = [], {}, set(), []
         taken = False
         for job in due:
             row = by_id.get(job.delivery_id)
@@ -687,6 +688,9 @@ class DeliveryWorker:
                 continue  # deleted or cancelled meanwhile: not to be sent
             if row.claimed_by != self.id:
                 taken = True
+                continue
+            if row.issue_status is IssueStatus.CANCELLED:
+                cancelled.append(job.delivery_id)
                 continue
             if row.issue_status is not IssueStatus.SENDING:
                 stopped_issues.add(job.issue_id)
@@ -705,6 +709,9 @@ class DeliveryWorker:
                 suppressed[job.delivery_id] = reason
             else:
                 candidates.append(job)
+        if cancelled:
+            # Came back to the queue after the editor cancelled (a call never made).
+            cancel_queued(session, sa.select(Issue.id).where(Issue.status == IssueStatus.CANCELLED))
         mark_suppressed(session, self.id, suppressed, now)
         self.progress.suppressed += len(suppressed)
         for job in due:
@@ -746,6 +753,9 @@ class DeliveryWorker:
             if self._halt.is_set():
                 return False
             recover_lost_workers(session, lease=self.settings.lease)
+            # Rows that went back to the queue (a retry, a throttle) after their send was
+            # cancelled: they are not sent either.
+            cancel_queued(session, sa.select(Issue.id).where(Issue.status == IssueStatus.CANCELLED))
             promote_due_issues(session, quota_left)
             query = sa.select(Issue.id).where(Issue.status == IssueStatus.SENDING)
             if self.issue_id is not None:
