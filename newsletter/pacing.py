@@ -75,7 +75,6 @@ class AccountQuota:
     max_send_rate: float
     max_24_hour_send: float | None  # None: unlimited
     sent_last_24_hours: float
-    sending_enabled: bool = True
 
 
 class QuotaSource(Protocol):
@@ -105,7 +104,6 @@ class SesQuotaSource:
             max_send_rate=float(quota.get("MaxSendRate", 1.0)),
             max_24_hour_send=None if daily is None or daily < 0 else float(daily),
             sent_last_24_hours=float(quota.get("SentLast24Hours", 0.0)),
-            sending_enabled=bool(account.get("SendingEnabled", True)),
         )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC
 from datetime import datetime
 
 import click
@@ -19,16 +18,9 @@ from newsletter.pacing import quota_source_for
 
 def _parse_when(value: str) -> datetime:
     try:
-        when = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise click.BadParameter(
-            f"{value!r} is not a date and time; write e.g. 2026-12-01T09:00+01:00"
-        ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    if when <= clock.now():
-        raise click.BadParameter(f"{value!r} is in the past.")
-    return when.astimezone(UTC)
+        return clock.parse_schedule(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _deliver(state: CliState, issue_id: int, concurrency: int | None) -> None:

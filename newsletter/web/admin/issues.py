@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import UTC
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -103,21 +102,12 @@ def _read_upload() -> tuple[str | None, str | None, list[str]]:
 
 def _parse_at(value: str) -> datetime | None:
     """Parse the schedule field (a datetime-local value, in UTC); raise NewsletterError."""
-    value = value.strip()[:40]
-    if not value:
+    if not value.strip():
         return None
     try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        raise NewsletterError(
-            f"{value!r} is not a date and time; pick one like 2026-12-01 09:00 (UTC)."
-        ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    when = when.astimezone(UTC)
-    if when <= clock.now():
-        raise NewsletterError(f"{when:%Y-%m-%d %H:%M} UTC is in the past; pick a later time.")
-    return when
+        return clock.parse_schedule(value)
+    except ValueError as exc:
+        raise NewsletterError(str(exc)) from None
 
 
 def _load(token: str) -> drafts.Draft:
