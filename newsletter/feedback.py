@@ -379,10 +379,9 @@ def _timestamp(value: Any) -> datetime | None:
     if not isinstance(value, str):
         return None
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return clock.parse_timestamp(value)
     except ValueError:
         return None
-    return parsed if parsed.tzinfo is not None else None
 
 
 # --- Per-issue figures ------------------------------------------------------------------

@@ -48,8 +48,8 @@ class OutgoingMessage:
     def mime(self) -> EmailMessage:
         """The message parsed back (email.policy.default): for logs, tests and the outbox."""
         if self._mime is None:
-            self._mime = message_from_bytes(self.raw, policy=default)  # type: ignore[assignment]
-        return self._mime  # type: ignore[return-value]
+            self._mime = message_from_bytes(self.raw, policy=default)
+        return self._mime
 
 
 # RFC 3834 §2 asks responders to stay quiet for mail with List-* fields or Auto-Submitted
@@ -259,7 +259,7 @@ def classify_ses_error(code: str, message: str, status: int | None) -> MailerErr
 
 def _names_a_cause(code: str | None) -> bool:
     # botocore puts the HTTP status (or nothing) in the code when the body named none.
-    return bool(code) and not code.isdigit() and code != "Unknown"
+    return code is not None and code != "" and not code.isdigit() and code != "Unknown"
 
 
 def classify_botocore_error(exc: Exception) -> MailerError:

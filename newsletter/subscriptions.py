@@ -45,7 +45,6 @@ from newsletter.models import Subscriber
 from newsletter.models import Subscription
 from newsletter.models import SubscriptionEvent
 from newsletter.models import SubscriptionStatus
-from newsletter.models import Suppression
 
 # A reader who unsubscribed (or was one-clicked out by a mail provider) can undo it from
 # the same link for this long; after that, coming back takes a new double opt-in.
@@ -131,7 +130,7 @@ def subscribe(
     """Record a signup as pending and queue a confirmation email (within the daily cap)."""
     address, clean = _validate(email, name, config)
     # A complaint is lifted only by a fresh double opt-in through the form; a bounce never.
-    if is_suppressed(session, address) and not suppressions.may_send_confirmation(
+    if suppressions.is_suppressed(session, address.key) and not suppressions.may_send_confirmation(
         session, address.key
     ):
         return SignupResult(SignupOutcome.SUPPRESSED)
@@ -178,14 +177,6 @@ def address_limit_key(address_key: str) -> str:
     return "signup-address:" + hashlib.sha256(address_key.encode()).hexdigest()[:32]
 
 
-def is_suppressed(session: so.Session, address: Address) -> bool:
-    """Tell whether an address is on the suppression list (by its one address key)."""
-    return (
-        session.scalar(sa.select(Suppression.id).where(Suppression.email == address.key))
-        is not None
-    )
-
-
 def lock_subscriber(session: so.Session, address: Address, name: str | None) -> Subscriber:
     """Create the subscriber if new, then lock its row until the transaction ends.
 
@@ -230,7 +221,7 @@ def request_confirmation(
         sa.select(Subscriber.id).where(Subscriber.id == subscriber.id).with_for_update()
     )
     address = normalize_address(subscriber.display_email)
-    if is_suppressed(session, address):
+    if suppressions.is_suppressed(session, address.key):
         return SignupResult(SignupOutcome.SUPPRESSED)
     return _open_pending(
         session,
@@ -383,7 +374,7 @@ def _set_status(
 def _templates() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(data_dir("templates"))),
-        autoescape=lambda name: bool(name) and name.endswith(".mjml.j2"),
+        autoescape=lambda name: name is not None and name.endswith(".mjml.j2"),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
     )
@@ -575,7 +566,7 @@ def resubscribe(
         subscription.confirmed_at is not None
         and subscription.unsubscribed_at is not None
         and now - subscription.unsubscribed_at <= UNDO_WINDOW
-        and not is_suppressed(session, normalize_address(subscriber.display_email))
+        and not suppressions.is_suppressed(session, subscriber.email)
     )
     if not undo:
         return request_confirmation(

@@ -57,7 +57,7 @@ def list_workers(
             .group_by(Delivery.claimed_by, Delivery.issue_id, Delivery.status)
         )
         for worker_id, issue_id, status, count in rows:
-            holds[worker_id].setdefault(issue_id, {})[status.value] = count
+            holds[str(worker_id)].setdefault(issue_id, {})[status.value] = count
     views = []
     for worker in workers:
         silent = max(now - worker.heartbeat_at, timedelta(0))

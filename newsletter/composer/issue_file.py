@@ -254,7 +254,7 @@ class _Checker:
 
     def url(self, node: yaml.Node | None, path: str, *, required: bool = False) -> str | None:
         value = self.text(node, path, required=required, max_length=2000)
-        if value is None:
+        if value is None or node is None:
             return None
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.netloc or " " in value:
@@ -267,6 +267,7 @@ class _Checker:
         if value is None:
             return None
         tokens = self.parsed[value] = markdown.parse(value)
+        assert isinstance(node, yaml.ScalarNode)  # text() returned a value: a scalar
         # A block scalar (|) starts on the line after its indicator.
         first = node.start_mark.line + 1 + (1 if node.style in ("|", ">") else 0)
         for offset, message in markdown.link_problems(tokens):

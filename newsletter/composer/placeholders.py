@@ -55,6 +55,8 @@ _FORMS = "greeting:"
 def greeting(named: str, anonymous: str) -> str:
     """Return the compiled greeting: both forms (`named` holds NAME where the name goes)."""
     return f"{NAMED[0]}{named}{NAMED[1]}{ANONYMOUS[0]}{anonymous}{ANONYMOUS[1]}"
+
+
 _MAX_CACHED = 32
 
 _lock = threading.Lock()

@@ -104,7 +104,7 @@ def _too_large(exc: RequestEntityTooLarge) -> Any:
     return error_page(413, "File too large", message)
 
 
-def _size(count: int) -> str:
+def _size(count: float) -> str:
     for unit in ("bytes", "KB", "MB", "GB"):
         if count < 1024 or unit == "GB":
             return f"{count:,.0f} {unit}" if unit == "bytes" else f"{count:,.1f} {unit}"
