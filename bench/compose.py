@@ -1,6 +1,7 @@
 """Compose benchmark: our YAML -> final HTML + text, side by side with Node MJML's compile.
 
 Usage: .venv/bin/python bench/compose.py [--rounds 10] [--batch 20] [--file examples/issue.yaml]
+       .venv/bin/python bench/compose.py --minify [--rounds 10] [--batch 20]
 
 Ours: read the issue YAML text, validate it, render Markdown and the MJML template, compile
 with mjml-python, inline CSS with premailer, write the text part, and fill one reader's
@@ -8,6 +9,11 @@ links (render_for_reader): everything a send does once per issue, plus one reade
 Node: the official `mjml` npm package (bench/node_modules; `npm install` in bench/)
 compiling the same MJML source, in one warm process. Batches alternate between the two
 so both see the same load on a shared machine; medians are over every run.
+
+--minify: our whole compose (YAML -> one reader's HTML + text) with the minify-html step
+and without it (the step replaced by nothing), taking turns run by run, for the example
+issue and the 40-story issue (tests/data/forty-items.yaml): time and HTML size side by
+side, as ratios. No Node needed.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from newsletter.composer import compile_issue  # noqa: E402
 from newsletter.composer import load_issue_text  # noqa: E402
+from newsletter.composer import mjml as mjml_module  # noqa: E402
 from newsletter.composer import render_for_reader  # noqa: E402
 from newsletter.composer import render_mjml  # noqa: E402
 from newsletter.composer.mjml import compile_mjml  # noqa: E402
@@ -69,12 +76,48 @@ def spread(values: list[float]) -> str:
     return f"p10 {deciles[0]:.2f}, p90 {deciles[-1]:.2f}"
 
 
+def minify_comparison(rounds: int, batch: int) -> None:
+    """Compose with and without the minify step, side by side, for two issues."""
+    mailing_list = example_list()
+    minify = mjml_module.minify
+    issues = {
+        "example issue (16 stories)": ROOT / "examples" / "issue.yaml",
+        "40-story issue": ROOT / "tests" / "data" / "forty-items.yaml",
+    }
+    print(f"runs: {rounds * batch} per variant and issue, the two variants taking turns")
+    for label, path in issues.items():
+        text = path.read_text(encoding="utf-8")
+        results: dict[str, list[float]] = {"plain": [], "minified": []}
+        sizes: dict[str, int] = {}
+        variants = {"plain": lambda html: html, "minified": minify}
+        for name in ("plain", "minified") * 3:  # warm both
+            mjml_module.minify = variants[name]
+            sizes[name] = len(pipeline(text, mailing_list)[0].encode())
+        # One run of each, in turn (the order flips every time), so both see the same load.
+        for index in range(rounds * batch):
+            order = ("plain", "minified") if index % 2 else ("minified", "plain")
+            for name in order:
+                mjml_module.minify = variants[name]
+                results[name] += timed(lambda text=text: pipeline(text, mailing_list), 1)
+        mjml_module.minify = minify
+        plain, small = statistics.median(results["plain"]), statistics.median(results["minified"])
+        print(
+            f"{label}: without minify {plain:.2f} ms, HTML {sizes['plain']:,} B; "
+            f"minified {small:.2f} ms, HTML {sizes['minified']:,} B; "
+            f"time x{small / plain:.3f}, size x{sizes['minified'] / sizes['plain']:.3f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--file", default=str(ROOT / "examples" / "issue.yaml"))
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--batch", type=int, default=20)
+    parser.add_argument("--minify", action="store_true", help="minify on/off comparison only")
     args = parser.parse_args()
+    if args.minify:
+        minify_comparison(args.rounds, args.batch)
+        return
 
     text = Path(args.file).read_text(encoding="utf-8")
     mailing_list = example_list()

@@ -39,7 +39,6 @@ class BackgroundDelivery:
         self._idle = threading.Event()
         self._idle.set()
         self.worker_ids: set[str] = set()
-        self.last_error: str | None = None
 
     def needed(self, session: so.Session) -> bool:
         """True when no worker of another process is running to deliver a new send."""
@@ -83,8 +82,7 @@ class BackgroundDelivery:
             except sending.WorkerBusy as exc:
                 # SQLite: a `newsletter worker` or `send` started meanwhile; it delivers.
                 log.info("background delivery not needed: %s", exc)
-            except Exception as exc:  # the thread must end cleanly; rows stay queued
-                self.last_error = f"{type(exc).__name__}: {exc}"
+            except Exception:  # the thread must end cleanly; rows stay queued
                 log.exception("background delivery stopped")
 
     def _deliver(self) -> None:

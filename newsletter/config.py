@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -180,7 +181,7 @@ def _parse(key: str, raw: str) -> Any:
 
 def load_config(
     overrides: dict[str, Any] | None = None,
-    environ: dict[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
     instance_path: Path | None = None,
 ) -> dict[str, Any]:
     """Return the settings: defaults, then NEWSLETTER_* variables, then overrides."""

@@ -8,6 +8,7 @@ from datetime import UTC
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from typing import cast
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -92,11 +93,17 @@ def dialect_insert(session: so.Session, target: Any) -> Any:
     PostgreSQL's and SQLite's inserts both offer ON CONFLICT; SQLAlchemy keeps them in
     each dialect's module, so portable upserts pick the one of the database in use.
     """
+    from sqlalchemy.dialects import postgresql
+    from sqlalchemy.dialects import sqlite
+
     if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(target)
+        return postgresql.insert(target)
+    return sqlite.insert(target)
+
+
+def rowcount(result: sa.Result[Any]) -> int:
+    """Return how many rows an UPDATE or DELETE changed (0 when the driver cannot say)."""
+    return cast("sa.CursorResult[Any]", result).rowcount or 0
 
 
 class Database:

@@ -177,9 +177,9 @@ def search_condition(session: so.Session, text: str | None) -> sa.ColumnElement[
     if session.get_bind().dialect.name == "sqlite":
         # SQLite's lower() and LIKE fold ASCII only: "ØRSTED" would miss "Ørsted".
         # Python's lower() on both sides does what PostgreSQL's ILIKE does.
-        session.connection().connection.driver_connection.create_function(
-            "nl_lower", 1, _lower, deterministic=True
-        )
+        driver = session.connection().connection.driver_connection
+        assert driver is not None
+        driver.create_function("nl_lower", 1, _lower, deterministic=True)
         pattern = f"%{escaped.lower()}%"
         conditions = [
             sa.func.nl_lower(Subscriber.email).like(pattern, escape="\\"),
@@ -261,7 +261,7 @@ def subscriber_page(
         query = query.where(matches.c.email < _email_of(session, before))
     order = matches.c.email.desc() if backwards else matches.c.email.asc()
     # One extra row tells whether there is a further page in the reading direction.
-    found = session.execute(query.order_by(order).limit(size + 1)).all()
+    found = list(session.execute(query.order_by(order).limit(size + 1)).all())
     more = len(found) > size
     found = found[:size]
     if backwards:

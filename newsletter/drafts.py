@@ -17,6 +17,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from newsletter import clock
+from newsletter.db import rowcount
 from newsletter.errors import NotFound
 from newsletter.models import IssueDraft
 
@@ -65,4 +66,4 @@ def load_draft(session: so.Session, token: str) -> Draft:
 def prune(session: so.Session, older_than: datetime) -> int:
     """Delete drafts last saved before `older_than`; return how many."""
     result = session.execute(sa.delete(IssueDraft).where(IssueDraft.updated_at < older_than))
-    return result.rowcount or 0
+    return rowcount(result)

@@ -26,6 +26,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from newsletter import clock
+from newsletter import inbound
 from newsletter import suppressions
 from newsletter.addresses import InvalidAddress
 from newsletter.addresses import normalize_address
@@ -79,18 +80,28 @@ class MalformedEvent(MalformedMessage):
 class Policy:
     soft_bounce_limit: int = 3
     soft_bounce_days: int = 15
+    # For mail received by SES (mailto: unsubscribes, newsletter.inbound).
+    secret_key: str | None = None
+    mailto_domain: str | None = None
 
     @classmethod
     def from_config(cls, config: Any) -> Policy:
-        """Read SOFT_BOUNCE_LIMIT and SOFT_BOUNCE_DAYS."""
-        return cls(int(config["SOFT_BOUNCE_LIMIT"]), int(config["SOFT_BOUNCE_DAYS"]))
+        """Read SOFT_BOUNCE_LIMIT, SOFT_BOUNCE_DAYS and what received mail needs."""
+        return cls(
+            int(config["SOFT_BOUNCE_LIMIT"]),
+            int(config["SOFT_BOUNCE_DAYS"]),
+            config.get("SECRET_KEY"),
+            config.get("UNSUBSCRIBE_MAILTO_DOMAIN"),
+        )
 
 
 @dataclass(frozen=True)
 class Receipt:
     """What happened to one SNS post."""
 
-    outcome: str  # "applied", "duplicate", "ignored", "confirmed", "unsubscribed"
+    # "applied", "duplicate", "ignored", "confirmed", "unsubscribed" (SNS removed us),
+    # "mailto-unsubscribed" (a reader's mail to the List-Unsubscribe mailto: address)
+    outcome: str
     event_type: str | None = None
     recipients: int = 0
 
@@ -120,6 +131,12 @@ def receive_sns(session: so.Session, gateway: SnsGateway, body: bytes, policy: P
     except sa.exc.IntegrityError:
         log.info("SNS message %s already processed", message["MessageId"])
         return Receipt("duplicate", event_type)
+    if event_type == inbound.RECEIVED:
+        result = inbound.apply_received(
+            session, payload, secret_key=policy.secret_key or "", domain=policy.mailto_domain
+        )
+        outcome = "mailto-unsubscribed" if result.unsubscribed else "ignored"
+        return Receipt(outcome, event_type, result.unsubscribed)
     applied = apply_ses_event(session, payload, policy)
     return Receipt("applied" if applied else "ignored", event_type, applied)
 
@@ -362,10 +379,9 @@ def _timestamp(value: Any) -> datetime | None:
     if not isinstance(value, str):
         return None
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return clock.parse_timestamp(value)
     except ValueError:
         return None
-    return parsed if parsed.tzinfo is not None else None
 
 
 # --- Per-issue figures ------------------------------------------------------------------

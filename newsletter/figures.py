@@ -121,19 +121,19 @@ def list_figures(session: so.Session, *, days: int = 90) -> list[ListFigures]:
     )
     change: dict[int, dict[date, int]] = defaultdict(lambda: defaultdict(int))
     joined = _day(session, Subscription.confirmed_at)
-    for list_id, day, number in session.execute(
+    for row in session.execute(
         sa.select(Subscription.list_id, joined, sa.func.count())
         .where(counted, Subscription.confirmed_at >= start)
         .group_by(Subscription.list_id, joined)
     ):
-        change[list_id][_as_date(day)] += number
+        change[row[0]][_as_date(row[1])] += row[2]
     gone = _day(session, Subscription.status_changed_at)
-    for list_id, day, number in session.execute(
+    for row in session.execute(
         sa.select(Subscription.list_id, gone, sa.func.count())
         .where(counted, left, Subscription.status_changed_at >= start)
         .group_by(Subscription.list_id, gone)
     ):
-        change[list_id][_as_date(day)] -= number
+        change[row[0]][_as_date(row[1])] -= row[2]
 
     figures = []
     for mailing_list in lists:

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from collections.abc import Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
+from contextvars import Token
 from typing import Any
 
 from pythonjsonlogger.core import RESERVED_ATTRS
@@ -59,7 +60,7 @@ class ContextFilter(logging.Filter):
 @contextmanager
 def context(*, worker_id: Any = _UNSET, issue_id: Any = _UNSET) -> Iterator[None]:
     """Bind a worker id and/or issue id to the records logged inside the block."""
-    tokens = []
+    tokens: list[tuple[ContextVar[Any], Token[Any]]] = []
     if worker_id is not _UNSET:
         tokens.append((WORKER_ID, WORKER_ID.set(worker_id)))
     if issue_id is not _UNSET:
@@ -81,7 +82,7 @@ def bind(*, worker_id: str | None = None, issue_id: int | None = None) -> None:
 class TextFormatter(logging.Formatter):
     """`2026-12-04T16:20:00.123Z INFO newsletter.x [worker=w issue=3]: message`."""
 
-    converter = time.gmtime
+    converter = staticmethod(time.gmtime)
     default_time_format = "%Y-%m-%dT%H:%M:%S"
     default_msec_format = "%s.%03dZ"
 
@@ -100,7 +101,7 @@ def json_formatter() -> logging.Formatter:
     )
 
 
-class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg,unused-ignore]
     """Write to whatever sys.stderr is when a record is emitted.
 
     Resolved at each record, not once: the CLI's test runner and daemon managers swap
@@ -110,7 +111,7 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def __init__(self) -> None:
         super().__init__(sys.stderr)
 
-    @property  # type: ignore[override]
+    @property  # type: ignore[override,unused-ignore]
     def stream(self) -> Any:
         return sys.stderr
 

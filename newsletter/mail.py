@@ -48,8 +48,8 @@ class OutgoingMessage:
     def mime(self) -> EmailMessage:
         """The message parsed back (email.policy.default): for logs, tests and the outbox."""
         if self._mime is None:
-            self._mime = message_from_bytes(self.raw, policy=default)  # type: ignore[assignment]
-        return self._mime  # type: ignore[return-value]
+            self._mime = message_from_bytes(self.raw, policy=default)
+        return self._mime
 
 
 # RFC 3834 §2 asks responders to stay quiet for mail with List-* fields or Auto-Submitted
@@ -62,13 +62,17 @@ BULK_HEADERS = {
 }
 
 
+_SEVEN_BIT = SMTP.clone(cte_type="7bit")
+
+
 def _body(text: str, html: str | None) -> bytes:
     # Only our own text goes through the email package: MIME parts, never header values.
-    body = EmailMessage(policy=SMTP)
+    # cte_type 7bit: non-ASCII bodies go quoted-printable or base64, never raw 8-bit.
+    body = EmailMessage(policy=_SEVEN_BIT)
     body.set_content(text, subtype="plain", charset="utf-8")
     if html is not None:
         body.add_alternative(html, subtype="html", charset="utf-8")
-    return body.as_bytes(policy=SMTP)
+    return body.as_bytes(policy=_SEVEN_BIT)
 
 
 def build_message(
@@ -255,7 +259,7 @@ def classify_ses_error(code: str, message: str, status: int | None) -> MailerErr
 
 def _names_a_cause(code: str | None) -> bool:
     # botocore puts the HTTP status (or nothing) in the code when the body named none.
-    return bool(code) and not code.isdigit() and code != "Unknown"
+    return code is not None and code != "" and not code.isdigit() and code != "Unknown"
 
 
 def classify_botocore_error(exc: Exception) -> MailerError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 from typing import Annotated
+from typing import Any
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -17,7 +18,7 @@ created = Annotated[datetime, so.mapped_column(default=clock.now)]
 email_str = Annotated[str, so.mapped_column(sa.String(320))]
 
 
-def enum_column(enum_cls: type[enum.Enum], **kwargs: object) -> so.MappedColumn:
+def enum_column(enum_cls: type[enum.Enum], **kwargs: Any) -> so.MappedColumn[Any]:
     """Store an enum by value as a plain string (readable, and no native type to migrate)."""
     return so.mapped_column(
         sa.Enum(
@@ -55,7 +56,8 @@ class DeliveryStatus(enum.StrEnum):
     DELIVERED = "delivered"  # SES reported delivery to the mailbox provider
     FAILED = "failed"  # rejected for this recipient; error says why
     SUPPRESSED = "suppressed"  # skipped: the reader left, bounced or complained
-    UNKNOWN = "unknown"  # in flight at a crash: SES may or may not have taken it
+    UNKNOWN = "unknown"  # the call may have reached SES: it may or may not have taken it
+    CANCELLED = "cancelled"  # not sent: the editor cancelled the send first
     BOUNCED = "bounced"
     COMPLAINED = "complained"
 

@@ -17,11 +17,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 from typing import Protocol
+from typing import cast
 
 import sqlalchemy as sa
 
 from newsletter import clock
 from newsletter.db import Database
+from newsletter.db import dialect_insert
 from newsletter.errors import NewsletterError
 from newsletter.mail import Mailer
 from newsletter.mail import SesMailer
@@ -73,7 +75,6 @@ class AccountQuota:
     max_send_rate: float
     max_24_hour_send: float | None  # None: unlimited
     sent_last_24_hours: float
-    sending_enabled: bool = True
 
 
 class QuotaSource(Protocol):
@@ -103,7 +104,6 @@ class SesQuotaSource:
             max_send_rate=float(quota.get("MaxSendRate", 1.0)),
             max_24_hour_send=None if daily is None or daily < 0 else float(daily),
             sent_last_24_hours=float(quota.get("SentLast24Hours", 0.0)),
-            sending_enabled=bool(account.get("SendingEnabled", True)),
         )
 
 
@@ -277,6 +277,7 @@ class Pacer:
         """Measure how far the database's clock is from this host's; return the offset."""
         with self.database.engine.connect() as connection:
             db_time = connection.scalar(sa.select(self._db_epoch()))
+        assert db_time is not None
         self.clock_offset = float(db_time) - self._clock()
         return self.clock_offset
 
@@ -293,12 +294,8 @@ class Pacer:
         max_rate = float(self.settings.max_rate or 0)
         with self.database.transaction() as session:
             # Workers starting together: create the row once, then everyone locks it.
-            if session.get_bind().dialect.name == "postgresql":
-                from sqlalchemy.dialects.postgresql import insert
-            else:
-                from sqlalchemy.dialects.sqlite import insert
             session.execute(
-                insert(SendPace)
+                dialect_insert(session, SendPace)
                 .values(
                     name=self.name,
                     max_rate=max_rate,
@@ -388,7 +385,7 @@ class Pacer:
         if self._window.due(now):
             self.adjust_rate()
         count = min(wanted, self.batch())
-        table = SendPace.__table__
+        table = cast(sa.Table, SendPace.__table__)
         greatest = sa.func.greatest if self._postgres else sa.func.max
         with self._connection() as connection:
             while count >= 1:
@@ -439,7 +436,7 @@ class Pacer:
         """Return slots that were reserved but not used to the daily quota."""
         if self.unlimited or unused <= 0:
             return
-        table = SendPace.__table__
+        table = cast(sa.Table, SendPace.__table__)
         greatest = sa.func.greatest if self._postgres else sa.func.max
         with self._connection() as connection:
             connection.execute(
@@ -479,7 +476,7 @@ class Pacer:
         new = next_rate(self._rate, max_rate, calls, throttles, self._window.usual_share)
         if new == self._rate:
             return self._rate
-        table = SendPace.__table__
+        table = cast(sa.Table, SendPace.__table__)
         with self._connection() as connection:
             row = connection.execute(
                 sa.update(table)

@@ -44,6 +44,7 @@ class IssueFigures:
     failed: int
     unknown: int
     suppressed: int
+    cancelled: int
     delivered: int
     bounced: int
     complained: int
@@ -90,6 +91,7 @@ class IssueFigures:
                 "failed": self.failed,
                 "unknown": self.unknown,
                 "suppressed": self.suppressed,
+                "cancelled": self.cancelled,
                 "delivered": self.delivered,
                 "bounced": self.bounced,
                 "complained": self.complained,
@@ -123,6 +125,7 @@ def _from_counts(
         failed=count(DeliveryStatus.FAILED),
         unknown=count(DeliveryStatus.UNKNOWN),
         suppressed=count(DeliveryStatus.SUPPRESSED),
+        cancelled=count(DeliveryStatus.CANCELLED),
         # A complaint comes from a reader whose mailbox had the message.
         delivered=count(DeliveryStatus.DELIVERED, DeliveryStatus.COMPLAINED),
         bounced=count(DeliveryStatus.BOUNCED),

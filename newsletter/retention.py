@@ -27,6 +27,7 @@ from newsletter import clock
 from newsletter import drafts
 from newsletter.config import DEFAULTS
 from newsletter.db import Database
+from newsletter.db import rowcount
 from newsletter.imports import uploads
 from newsletter.models import RateLimitCounter
 from newsletter.models import SnsNotification
@@ -82,8 +83,8 @@ def prune(session: so.Session, config: Mapping[str, Any]) -> Pruned:
         sa.delete(SnsNotification).where(SnsNotification.received_at < before["sns_notifications"])
     )
     return Pruned(
-        rate_limit_counters=counters.rowcount or 0,
-        sns_notifications=notifications.rowcount or 0,
+        rate_limit_counters=rowcount(counters),
+        sns_notifications=rowcount(notifications),
         drafts=drafts.prune(session, before["drafts"]),
         uploads=uploads.prune(session, before["uploads"]),
     )

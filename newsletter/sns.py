@@ -152,9 +152,9 @@ class CertificateStore:
 
     def public_key(self, url: str) -> rsa.RSAPublicKey:
         """Return the RSA public key of the certificate at a checked URL."""
-        key = self._keys.get(url)
-        if key is not None:
-            return key
+        known = self._keys.get(url)
+        if known is not None:
+            return known
         try:
             pem = self.fetch(url)
             certificate = x509.load_pem_x509_certificate(pem)
@@ -267,9 +267,6 @@ def parse_message(body: bytes) -> dict[str, Any]:
 
 def _parse_timestamp(value: str) -> datetime:
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return clock.parse_timestamp(value)
     except ValueError:
-        raise MalformedMessage("Timestamp is not an ISO 8601 time") from None
-    if parsed.tzinfo is None:
-        raise MalformedMessage("Timestamp has no time zone")
-    return parsed
+        raise MalformedMessage("Timestamp is not an ISO 8601 time with its time zone") from None

@@ -9,11 +9,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC
 from datetime import datetime
+from typing import cast
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from newsletter import clock
+from newsletter import status_changes
 from newsletter import subscriptions
 from newsletter.addresses import InvalidAddress
 from newsletter.addresses import normalize_address
@@ -203,17 +205,9 @@ def remove(session: so.Session, email: str) -> Removal:
     for subscription, slug in rows:
         if subscription.status not in _LIVE:
             continue
-        subscription.status = SubscriptionStatus.UNSUBSCRIBED
-        subscription.status_changed_at = now
-        subscription.unsubscribed_at = now
-        subscription.confirm_nonce = None  # an old confirmation link must not undo this
-        session.add(
-            SubscriptionEvent(
-                subscription_id=subscription.id,
-                status=SubscriptionStatus.UNSUBSCRIBED,
-                at=now,
-                reason="admin",
-            )
+        # Also voids an old confirmation link: it must not undo this.
+        status_changes.change_status(
+            session, subscription, SubscriptionStatus.UNSUBSCRIBED, "admin", now=now
         )
         changed.append(slug)
     session.flush()
@@ -328,8 +322,8 @@ def erase(session: so.Session, email_or_subscriber: str | Subscriber) -> Erasure
 
 def _rekey_subscriptions(session: so.Session, subscriber_id: int, now: datetime) -> int:
     """Store a subscriber's subscriptions again, anonymous, under new ids; return how many."""
-    table = Subscription.__table__
-    events = SubscriptionEvent.__table__
+    table = cast(sa.Table, Subscription.__table__)
+    events = cast(sa.Table, SubscriptionEvent.__table__)
     old_rows = session.execute(
         sa.select(table).where(table.c.subscriber_id == subscriber_id).with_for_update()
     ).all()
@@ -346,7 +340,7 @@ def _rekey_subscriptions(session: so.Session, subscriber_id: int, now: datetime)
         session.execute(sa.delete(table).where(table.c.id == old.id))
         live = old.status in _LIVE
         status = SubscriptionStatus.UNSUBSCRIBED if live else old.status
-        new_id = session.execute(
+        new_id: int = session.execute(
             sa.insert(table)
             .values(
                 subscriber_id=subscriber_id,
@@ -380,7 +374,8 @@ def _rekey_subscriptions(session: so.Session, subscriber_id: int, now: datetime)
     # expired object (after a commit) would reload its deleted row and raise.
     old_ids = {old.id for old in old_rows}
     for obj in [o for o in session.identity_map.values() if isinstance(o, Subscription)]:
-        if sa.inspect(obj).identity[0] in old_ids:
+        identity = sa.inspect(obj).identity
+        if identity is not None and identity[0] in old_ids:
             session.expunge(obj)
     subscriber = session.get(Subscriber, subscriber_id)
     if subscriber is not None:

@@ -21,9 +21,10 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from newsletter import clock
+from newsletter import i18n
 from newsletter import mail
-from newsletter import metrics
 from newsletter import ratelimits
+from newsletter import status_changes
 from newsletter import suppressions
 from newsletter import tokens
 from newsletter.addresses import Address
@@ -31,6 +32,7 @@ from newsletter.addresses import InvalidAddress
 from newsletter.addresses import InvalidName
 from newsletter.addresses import clean_name
 from newsletter.addresses import normalize_address
+from newsletter.composer import markdown
 from newsletter.composer.mjml import compile_mjml
 from newsletter.config import data_dir
 from newsletter.db import dialect_insert
@@ -41,9 +43,7 @@ from newsletter.models import ConfirmationEmail
 from newsletter.models import MailingList
 from newsletter.models import Subscriber
 from newsletter.models import Subscription
-from newsletter.models import SubscriptionEvent
 from newsletter.models import SubscriptionStatus
-from newsletter.models import Suppression
 
 # A reader who unsubscribed (or was one-clicked out by a mail provider) can undo it from
 # the same link for this long; after that, coming back takes a new double opt-in.
@@ -129,7 +129,7 @@ def subscribe(
     """Record a signup as pending and queue a confirmation email (within the daily cap)."""
     address, clean = _validate(email, name, config)
     # A complaint is lifted only by a fresh double opt-in through the form; a bounce never.
-    if is_suppressed(session, address) and not suppressions.may_send_confirmation(
+    if suppressions.is_suppressed(session, address.key) and not suppressions.may_send_confirmation(
         session, address.key
     ):
         return SignupResult(SignupOutcome.SUPPRESSED)
@@ -176,14 +176,6 @@ def address_limit_key(address_key: str) -> str:
     return "signup-address:" + hashlib.sha256(address_key.encode()).hexdigest()[:32]
 
 
-def is_suppressed(session: so.Session, address: Address) -> bool:
-    """Tell whether an address is on the suppression list (by its one address key)."""
-    return (
-        session.scalar(sa.select(Suppression.id).where(Suppression.email == address.key))
-        is not None
-    )
-
-
 def lock_subscriber(session: so.Session, address: Address, name: str | None) -> Subscriber:
     """Create the subscriber if new, then lock its row until the transaction ends.
 
@@ -228,7 +220,7 @@ def request_confirmation(
         sa.select(Subscriber.id).where(Subscriber.id == subscriber.id).with_for_update()
     )
     address = normalize_address(subscriber.display_email)
-    if is_suppressed(session, address):
+    if suppressions.is_suppressed(session, address.key):
         return SignupResult(SignupOutcome.SUPPRESSED)
     return _open_pending(
         session,
@@ -277,7 +269,7 @@ def _open_pending(
         session.add(subscription)
         _consent(subscription, source, ip, form, now)
         session.flush()
-        _event(session, subscription, "signup", ip)
+        status_changes.record_event(session, subscription, "signup", ip)
     elif subscription.status is SubscriptionStatus.BOUNCED or (
         subscription.status is SubscriptionStatus.COMPLAINED and source not in FORM_SOURCES
     ):
@@ -287,7 +279,9 @@ def _open_pending(
     elif subscription.status in (SubscriptionStatus.UNSUBSCRIBED, SubscriptionStatus.COMPLAINED):
         if not reopen:
             return SignupResult(SignupOutcome.REFUSED, subscription)
-        _set_status(session, subscription, SubscriptionStatus.PENDING, "signup", ip, now)
+        status_changes.change_status(
+            session, subscription, SubscriptionStatus.PENDING, "signup", ip=ip, now=now
+        )
         subscription.source = source
         subscription.confirm_nonce = None  # a new opt-in gets a new link
         _consent(subscription, source, ip, form, now)
@@ -337,72 +331,53 @@ def _consent(
     subscription.consent_form = (form or "")[:MAX_FORM_LENGTH] or None
 
 
-# What each status change counts in the metrics (signups include re-signups).
-_COUNTERS = {
-    SubscriptionStatus.PENDING: metrics.SIGNUPS,
-    SubscriptionStatus.ACTIVE: metrics.CONFIRMATIONS,
-    SubscriptionStatus.UNSUBSCRIBED: metrics.UNSUBSCRIBES,
-}
-
-
-def _event(session: so.Session, subscription: Subscription, reason: str, ip: str | None) -> None:
-    session.add(
-        SubscriptionEvent(
-            subscription_id=subscription.id,
-            status=subscription.status,
-            at=clock.now(),
-            reason=reason,
-            ip=(ip or "")[:45] or None,
-        )
-    )
-    counter = _COUNTERS.get(subscription.status)
-    if counter is not None:
-        metrics.count_on_commit(session, counter)
-
-
-def _set_status(
-    session: so.Session,
-    subscription: Subscription,
-    status: SubscriptionStatus,
-    reason: str,
-    ip: str | None,
-    now: Any,
-) -> None:
-    subscription.status = status
-    subscription.status_changed_at = now
-    _event(session, subscription, reason, ip)
-
-
 # --- The confirmation email ---------------------------------------------------------------
 
 
 @lru_cache(maxsize=1)
+@lru_cache(maxsize=1)
 def _templates() -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(data_dir("templates"))),
-        autoescape=lambda name: bool(name) and name.endswith(".mjml.j2"),
+        autoescape=lambda name: name is not None and name.endswith(".mjml.j2"),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
     )
+    i18n.install(env)
+    env.filters["wrap"] = lambda text: "\n".join(markdown.wrap(str(text)))
+    return env
+
+
+def _language_context(language: str | None) -> dict[str, str]:
+    direction = i18n.text_direction(language)
+    return {
+        "lang": i18n.html_lang(language),
+        "dir": direction,
+        "start": "right" if direction == "rtl" else "left",
+    }
 
 
 _URL_PLACEHOLDER = "https://confirm.invalid/__CONFIRM_URL__"
 
 
 @lru_cache(maxsize=64)
-def _compiled_html(list_name: str, postal_address: str | None, max_age_days: int) -> str:
+def _compiled_html(
+    list_name: str, postal_address: str | None, max_age_days: int, language: str
+) -> str:
     # MJML compilation takes tens of milliseconds: compile once per list and splice the
     # reader's link in (it holds only URL-safe characters, so no escaping changes it).
-    source = (
-        _templates()
-        .get_template("email/confirm.mjml.j2")
-        .render(
-            list_name=list_name,
-            postal_address=postal_address,
-            confirm_url=_URL_PLACEHOLDER,
-            max_age_days=max_age_days,
+    with i18n.using(language):
+        source = (
+            _templates()
+            .get_template("email/confirm.mjml.j2")
+            .render(
+                list_name=list_name,
+                postal_address=postal_address,
+                confirm_url=_URL_PLACEHOLDER,
+                max_age_days=max_age_days,
+                **_language_context(language),
+            )
         )
-    )
     return compile_mjml(source)
 
 
@@ -421,26 +396,31 @@ def confirmation_message(
     address: Address,
     config: Mapping[str, Any],
 ) -> mail.OutgoingMessage:
-    """Build the confirmation email (transactional: no List-Unsubscribe)."""
+    """Build the confirmation email in the list's language (transactional: no List-Unsubscribe)."""
     url = confirm_url(config, subscription)
     max_age_days = max(1, round(config["CONFIRM_MAX_AGE"] / 86400))
-    html = _compiled_html(mailing_list.name, mailing_list.postal_address, max_age_days)
-    text = (
-        _templates()
-        .get_template("email/confirm.txt.j2")
-        .render(
-            list_name=mailing_list.name,
-            postal_address=mailing_list.postal_address,
-            confirm_url=url,
-            max_age_days=max_age_days,
+    language = i18n.html_lang(getattr(mailing_list, "language", None))
+    html = _compiled_html(mailing_list.name, mailing_list.postal_address, max_age_days, language)
+    with i18n.using(language):
+        text = (
+            _templates()
+            .get_template("email/confirm.txt.j2")
+            .render(
+                list_name=mailing_list.name,
+                postal_address=mailing_list.postal_address,
+                confirm_url=url,
+                max_age_days=max_age_days,
+            )
         )
-    )
+        subject = i18n.gettext(
+            "Please confirm your subscription to %(list)s", list=mailing_list.name
+        )
     return mail.build_message(
         from_address=mailing_list.from_address,
         from_name=mailing_list.name,
         to_address=address.ascii,
         to_name=subscriber.name,
-        subject=f"Please confirm your subscription to {mailing_list.name}",
+        subject=subject,
         text=text,
         html=html.replace(_URL_PLACEHOLDER, url),
         reply_to=mailing_list.reply_to,
@@ -487,7 +467,9 @@ def confirm(
     subscription.confirm_nonce = None
     subscription.confirmed_at = now
     subscription.unsubscribed_at = None
-    _set_status(session, subscription, SubscriptionStatus.ACTIVE, "confirm", ip, now)
+    status_changes.change_status(
+        session, subscription, SubscriptionStatus.ACTIVE, "confirm", ip=ip, now=now
+    )
     # Confirming a fresh signup is the reader's explicit consent after a complaint.
     suppressions.lift_after_opt_in(session, subscription.subscriber.email)
     session.flush()
@@ -519,11 +501,10 @@ def unsubscribe(
     """Unsubscribe at once (idempotent); bounced and complained stay as they are."""
     subscription = subscription_for_unsubscribe_token(session, token, config, lock=True)
     if subscription.status in (SubscriptionStatus.ACTIVE, SubscriptionStatus.PENDING):
-        now = clock.now()
-        subscription.unsubscribed_at = now
-        # An old confirmation link must not bring the reader back.
-        subscription.confirm_nonce = None
-        _set_status(session, subscription, SubscriptionStatus.UNSUBSCRIBED, reason, ip, now)
+        # change_status also voids an old confirmation link: it must not bring them back.
+        status_changes.change_status(
+            session, subscription, SubscriptionStatus.UNSUBSCRIBED, reason, ip=ip
+        )
         session.flush()
     return subscription
 
@@ -551,7 +532,7 @@ def resubscribe(
         subscription.confirmed_at is not None
         and subscription.unsubscribed_at is not None
         and now - subscription.unsubscribed_at <= UNDO_WINDOW
-        and not is_suppressed(session, normalize_address(subscriber.display_email))
+        and not suppressions.is_suppressed(session, subscriber.email)
     )
     if not undo:
         return request_confirmation(
@@ -564,6 +545,8 @@ def resubscribe(
             config=config,
         )
     subscription.unsubscribed_at = None
-    _set_status(session, subscription, SubscriptionStatus.ACTIVE, "resubscribe", ip, now)
+    status_changes.change_status(
+        session, subscription, SubscriptionStatus.ACTIVE, "resubscribe", ip=ip, now=now
+    )
     session.flush()
     return SignupResult(SignupOutcome.RESTORED, subscription)

@@ -191,3 +191,37 @@ def ses_event(
             "timestamp": timestamp,
         }
     return event
+
+
+def received_mail(
+    recipients: list[str],
+    *,
+    sender: str = "reader@example.org",
+    subject: str = "unsubscribe",
+    virus: str = "PASS",
+    topic_arn: str = TOPIC_ARN,
+) -> dict[str, Any]:
+    """Return what an SES receipt rule's SNS action publishes for an incoming mail."""
+    return {
+        "notificationType": "Received",
+        "mail": {
+            "timestamp": "2026-03-02T09:00:00.000Z",
+            "source": sender,
+            "messageId": f"inbound-{uuid.uuid4().hex}",
+            "destination": recipients,
+            "headersTruncated": False,
+            "commonHeaders": {"from": [sender], "to": recipients, "subject": subject},
+        },
+        "receipt": {
+            "timestamp": "2026-03-02T09:00:00.000Z",
+            "processingTimeMillis": 222,
+            "recipients": recipients,
+            "spamVerdict": {"status": "PASS"},
+            "virusVerdict": {"status": virus},
+            "spfVerdict": {"status": "PASS"},
+            "dkimVerdict": {"status": "PASS"},
+            "dmarcVerdict": {"status": "PASS"},
+            "action": {"type": "SNS", "topicArn": topic_arn, "encoding": "UTF8"},
+        },
+        "content": f"From: {sender}\r\nTo: {', '.join(recipients)}\r\nSubject: {subject}\r\n\r\n",
+    }

@@ -19,6 +19,7 @@ from newsletter.models import DeliveryStatus
 from newsletter.models import Subscriber
 from newsletter.models import Suppression
 from newsletter.models import SuppressionReason
+from tests.conftest import BACKENDS
 
 ISSUE_FILE = Path(__file__).parent / "data" / "sending-issue.yaml"
 IDN_KEY = "juergen@xn--bcher-kva.example"
@@ -151,8 +152,26 @@ def _insert(conn, table, **values):
     ).scalar_one()
 
 
-def test_migration_rewrites_keys_and_merges_what_collapses(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+@pytest.fixture(params=BACKENDS)
+def scratch_url(request, tmp_path):
+    """An empty database of its own (the migration test starts from an older revision)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'old.db'}"
+        return
+    base = request.getfixturevalue("postgres_url")
+    name = base.rsplit("/", 1)[1] + "_migr"
+    admin = sa.create_engine(base.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    yield base.rsplit("/", 1)[0] + "/" + name
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+def test_migration_rewrites_keys_and_merges_what_collapses(scratch_url):
+    engine = make_engine(scratch_url)
     migrations.upgrade(engine, OLD)
     t0, t1 = "2026-01-01 10:00:00", "2026-02-01 10:00:00"
     with engine.begin() as conn:

@@ -141,6 +141,12 @@ def test_upload_map_start_and_follow(
     assert "These people already agreed to receive this list" in html
     assert "Send each a confirmation email" in html
     assert "checked" not in html  # the consent is the editor's choice, never a default
+    # Sample rows under their columns, so the editor sees what each one holds.
+    samples = re.findall(r"<tr>(<td>.*?)</tr>", html.split('class="table sample-rows"')[1])
+    assert len(samples) == 5
+    assert samples[0] == "<td>ada@example.org</td><td>Ada Lovelace</td><td>first</td>"
+    assert "<td>zoe@example.org</td><td>Ångström; Zoë</td>" in samples[3]
+    assert "import-warning" not in html  # the address column was found
     assert hidden(html, "filename") == "members.csv"  # no folders from the client
     token = hidden(html, "token")
     assert leftover_files(app) == [token]
@@ -274,6 +280,14 @@ def test_a_job_whose_process_died_shows_failed(
     assert db_session.get(ImportJob, job.id).status is ImportStatus.FAILED  # recorded
 
 
+def test_mapping_warns_when_no_column_is_called_email(admin_client: Any, weekly: Any) -> None:
+    mapping = upload(admin_client, b"Adresse,Nom\nada@example.org,Ada\n")
+    html = mapping.get_data(as_text=True)
+    assert mapping.status_code == 200
+    warning = re.search(r'<p class="(\w+)" role="status" id="import-warning">', html)
+    assert warning and warning.group(1) == "warning"  # styled as a warning, not a success
+
+
 # --- Bad input -------------------------------------------------------------------------
 
 
@@ -281,7 +295,18 @@ def test_a_job_whose_process_died_shows_failed(
     ("content", "list_slug", "message"),
     [
         pytest.param(None, "weekly", "Choose a CSV file to import.", id="no-file"),
-        pytest.param(b"\x89PNG\r\n\x1a\n\x00\x00", "weekly", "the file is not UTF-8", id="png"),
+        pytest.param(
+            b"\x89PNG\r\n\x1a\n\x00\x00",
+            "weekly",
+            "this is not a CSV file (it looks like a PNG image)",
+            id="png",
+        ),
+        pytest.param(
+            b"%PDF-1.7\n%\xe2\xe3", "weekly", "not a CSV file (it looks like a PDF", id="pdf"
+        ),
+        pytest.param(
+            b"email\nab\x00cd\n", "weekly", "not a CSV file (it looks like a binary", id="nul"
+        ),
         pytest.param(b"PK\x03\x04\x14\x00\x06\x00", "weekly", "spreadsheet workbook", id="xlsx"),
         pytest.param(b"", "weekly", "the file is empty", id="empty"),
         pytest.param(

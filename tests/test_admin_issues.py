@@ -450,6 +450,7 @@ def test_progress_json(app: Any, admin_client: Any, readers: Any) -> None:
         "failed": 0,
         "unknown": 0,
         "suppressed": 0,
+        "cancelled": 0,
         "delivered": 0,
         "bounced": 0,
         "complained": 0,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,18 +105,10 @@ def test_preview_with_several_lists_names_the_one_used(runner, make_list, tmp_pa
     assert "2 Beta Road" in (tmp_path / "unlocking-the-kernel.txt").read_text(encoding="utf-8")
 
 
-def test_check_warns_when_gmail_would_clip_the_email(runner, tmp_path: Path) -> None:
-    body = "Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 12
-    entries = "".join(
-        f"      - title: Story {n}\n        url: https://example.com/{n}\n        body: {body}\n"
-        for n in range(60)
-    )
-    path = tmp_path / "long.yaml"
-    path.write_text(
-        f"title: Long\ndate: 2024-01-01\npreheader: p\nsections:\n  - items:\n{entries}",
-        encoding="utf-8",
-    )
+def test_check_warns_when_gmail_would_clip_the_email(runner) -> None:
+    path = Path(__file__).parent / "data" / "forty-items.yaml"
     result = runner("issue", "check", str(path))
     assert result.exit_code == 0  # a warning, not an error
     (warning,) = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
-    assert "Gmail clips messages over 102 KB" in warning
+    assert "KB after minifying, over Gmail's 102 KB" in warning
+    assert re.search(r"about \d of its 40 stories", warning) and "--allow-clipping" in warning

@@ -130,3 +130,53 @@ def test_every_console_page_fits_at_1280_and_390(
         if (extra := _overflow(page)) > 0:
             too_wide.append(f"import-mapping at {width}px: {extra}px too wide")
     assert too_wide == []
+
+    # Sortable columns: the lists by name, one way then the other.
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.goto(f"{live_server}/admin/lists")
+    names = page.locator("table.sortable tbody tr td:nth-child(2)")
+    page.click("th button.sort:text('Name')")
+    assert names.all_text_contents() == ["o11y news", "o11y weekly"]
+    page.click("th button.sort:text('Name')")
+    assert names.all_text_contents() == ["o11y weekly", "o11y news"]
+    assert page.get_attribute("th:has(button:text('Name'))", "aria-sort") == "descending"
+
+
+@pytest.fixture
+def outbox_app_config(app_config, tmp_path):
+    """Development with the outbox backend: /outbox lists the .eml files."""
+    app_config.pop("MAILER")
+    app_config.update(ENV="development", MAIL_BACKEND="outbox", OUTBOX_DIR=str(tmp_path / "ob"))
+    return app_config
+
+
+def test_outbox_fits_a_phone(browser, outbox_app_config, make_list, tmp_path):
+    from werkzeug.serving import make_server
+
+    from newsletter import create_app
+
+    app = create_app(outbox_app_config)
+    make_list(postal_address="A rather long postal address line, 10115 Berlin, Germany")
+    client = app.test_client()
+    client.post("/subscribe", data={"email": "a-long-address@subdomain.example-company.com"})
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    import threading
+
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    try:
+        page = context.new_page()
+        base = f"http://127.0.0.1:{server.server_port}"
+        page.goto(f"{base}/outbox/")
+        assert _overflow(page) <= 0
+        page.screenshot(path=str(ARTIFACTS / "console-390-outbox.png"), full_page=True)
+        page.click("table a")
+        page.wait_for_selector("pre.mail-text")
+        assert _overflow(page) <= 0
+        page.screenshot(path=str(ARTIFACTS / "console-390-outbox-message.png"), full_page=True)
+    finally:
+        context.close()
+        server.shutdown()
+        thread.join(timeout=5)
+        app.extensions["newsletter.db"].dispose()

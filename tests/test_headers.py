@@ -200,3 +200,31 @@ def test_list_unsubscribe_is_never_encoded_and_refuses_odd_urls():
 def test_control_problem_names_the_character(text, problem):
     found = headers.control_problem(text)
     assert (found is None) if problem is None else (problem in found)
+
+
+def test_the_measured_injections_through_check_lists_create_and_send(runner, tmp_path, outbox):
+    """The audit's two reproductions, end to end: no Bcc, no X-Injected, From intact."""
+    evil_name = "=?utf-8?q?Evil=0D=0AX-Injected:_yes?="
+    evil_subject = "=?utf-8?q?Fake=0D=0ABcc:evil@example.com?= …"
+    created = runner(
+        "lists", "create", "weekly", "--name", evil_name, "--from-address", "news@example.com"
+    )
+    assert created.exit_code == 0, created.output
+    issue = tmp_path / "issue.yaml"
+    issue.write_text(
+        f'title: Hello\ndate: 2026-12-04\nsubject: "{evil_subject}"\n'
+        "sections:\n  - items:\n      - title: One\n        body: Text.\n",
+        encoding="utf-8",
+    )
+    assert runner("issue", "check", str(issue)).exit_code == 0
+    sent = runner(
+        "send", str(issue), "--list", "weekly", "--test-to", "Reader@Bücher.example", "--yes"
+    )
+    assert sent.exit_code == 0, sent.output
+    (message,) = outbox.messages
+    parsed = _parse(message.as_bytes())
+    assert "bcc" not in parsed and "x-injected" not in parsed
+    assert [a.addr_spec for a in parsed["To"].addresses] == ["Reader@xn--bcher-kva.example"]
+    assert str(parsed["Subject"]) == f"[TEST] {evil_subject}"
+    assert _raw_phrase(message.as_bytes(), "From") == evil_name
+    assert [a.addr_spec for a in parsed["From"].addresses] == ["news@example.com"]

@@ -987,3 +987,28 @@ def test_the_heartbeat_touches_a_job_while_no_batch_ends(
 def test_run_job_unknown_job(app: Flask, tmp_path: Path) -> None:
     with pytest.raises(NewsletterError, match="there is no import job 999"):
         run(app, 999, tmp_path / "x.csv")
+
+
+@pytest.mark.parametrize(
+    ("text", "bad_line", "words", "imported"),
+    [
+        # At the end of the file: was imported as "unterminated" (and greeted "Hi unterminated,").
+        ('email,name\nada@example.org,Ada\nbob@example.org,"unterminated\n', 3, "never closed", 1),
+        # In the middle, closed lines later: the swallowed lines are named, the rest is read.
+        (
+            'email,name\nbob@example.org,"Bob\ncarl@example.org,Carl\ndan@example.org,Dan"x\n'
+            "ada@example.org,Ada\n",
+            2,
+            "lines 2-4 were read as one row",
+            1,
+        ),
+    ],
+)
+def test_an_unclosed_quote_is_reported_not_imported(
+    app: Flask, tmp_path: Path, lists: Any, db_session: so.Session, text, bad_line, words, imported
+) -> None:
+    report = run_import(app, write(tmp_path, text))
+    assert report.imported == imported
+    assert [b.line for b in report.bad] == [bad_line]
+    assert words in report.bad[0].reason and "not imported" in report.bad[0].reason
+    assert set(statuses(db_session, lists[0])) == {"ada@example.org"}

@@ -10,13 +10,19 @@ from newsletter.composer import markdown
 @pytest.mark.parametrize(
     ("source", "html"),
     [
-        ('He said "hi" -- it\'s fine...', "<p>He said “hi” – it’s fine…</p>\n"),
-        ("a --- b", "<p>a — b</p>\n"),
-        ("<b>bold</b>", "<p>&lt;b&gt;bold&lt;/b&gt;</p>\n"),
-        ("<div onclick=x>\nblock\n</div>", "<p>&lt;div onclick=x&gt;\nblock\n&lt;/div&gt;</p>\n"),
-        ("[x](javascript:alert(1))", "<p>[x](javascript:alert(1))</p>\n"),
-        ('`<i>` and `"q"`', "<p><code>&lt;i&gt;</code> and <code>&quot;q&quot;</code></p>\n"),
-        ("Zoë, Straße, 日本語 — ok", "<p>Zoë, Straße, 日本語 — ok</p>\n"),
+        ('He said "hi" -- it\'s fine...', '<p dir="auto">He said “hi” – it’s fine…</p>\n'),
+        ("a --- b", '<p dir="auto">a — b</p>\n'),
+        ("<b>bold</b>", '<p dir="auto">&lt;b&gt;bold&lt;/b&gt;</p>\n'),
+        (
+            "<div onclick=x>\nblock\n</div>",
+            '<p dir="auto">&lt;div onclick=x&gt;\nblock\n&lt;/div&gt;</p>\n',
+        ),
+        ("[x](javascript:alert(1))", '<p dir="auto">[x](javascript:alert(1))</p>\n'),
+        (
+            '`<i>` and `"q"`',
+            '<p dir="auto"><code>&lt;i&gt;</code> and <code>&quot;q&quot;</code></p>\n',
+        ),
+        ("Zoë, Straße, 日本語 — ok", '<p dir="auto">Zoë, Straße, 日本語 — ok</p>\n'),
     ],
 )
 def test_html(source: str, html: str) -> None:

@@ -75,7 +75,12 @@ def _populate(app, db_session, readers: int) -> int:
 
 
 def _worker_process(
-    app, fake, rate: float, *args: str, log: Path | None = None
+    app,
+    fake,
+    rate: float,
+    *args: str,
+    log: Path | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.Popen:
     env = {
         **os.environ,
@@ -89,6 +94,7 @@ def _worker_process(
         "NEWSLETTER_SEND_RATE": str(rate),
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
+        **(extra_env or {}),
     }
     command = [NEWSLETTER, "worker", "--concurrency", str(CONCURRENCY), *args]
     output = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
@@ -110,7 +116,7 @@ def _counts(db_session, issue_id):
 def test_sigkill_at_random_points_then_resume(app, db_session, ses_fake):
     readers = 240
     issue_id = _populate(app, db_session, readers)
-    rng = random.Random()
+    rng = random.Random(20261204)  # the same kill points in every run
     kills = 3
     for _ in range(kills):
         before = len(ses_fake.accepted)
@@ -305,3 +311,116 @@ def test_ctrl_c_stops_cleanly_and_a_new_worker_goes_on(app, db_session, ses_fake
     received = ses_fake.recipients()
     assert sorted(received) == sorted(f"r{n}@example.com" for n in range(readers))
     assert _counts(db_session, issue_id) == {DeliveryStatus.SENT: readers}
+
+
+def _wait_for(condition, seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def _check_nothing_twice_nothing_lost(db_session, fake, issue_id, readers):
+    received = fake.recipients()
+    assert len(received) == len(set(received)), "a reader got a second copy"
+    counts = _counts(db_session, issue_id)
+    assert set(counts) <= {DeliveryStatus.SENT, DeliveryStatus.UNKNOWN}, counts
+    assert sum(counts.values()) == readers
+    rows = db_session.execute(
+        sa.select(Delivery.id, Delivery.status, Delivery.ses_message_id).where(
+            Delivery.issue_id == issue_id
+        )
+    ).all()
+    db_session.commit()
+    by_id = {row.id: row for row in rows}
+    for message in fake.accepted:
+        # Every message SES took is on its row: `sent` with its MessageId, or `unknown`.
+        row = by_id[int(message.tags["delivery"])]
+        assert row.status is DeliveryStatus.UNKNOWN or row.ses_message_id == message.message_id
+    # Nobody skipped: every row not accepted is unknown (listed for the editor), none sent.
+    accepted = {int(m.tags["delivery"]) for m in fake.accepted}
+    for row in rows:
+        if row.id not in accepted:
+            assert row.status is DeliveryStatus.UNKNOWN, row
+    return counts
+
+
+# Two workers at once: PostgreSQL only (with SQLite one worker sends at a time, and a
+# process stopped inside a transaction holds the one write lock).
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_worker_stopped_past_its_lease_sends_nothing_twice(app, db_session, ses_fake):
+    """SIGSTOP a worker mid-send past its lease; another takes over; SIGCONT the first:
+    it finds it was declared lost and stops at once. No reader gets two copies."""
+    readers, lease = 240, 3
+    issue_id = _populate(app, db_session, readers)
+    ARTIFACTS.mkdir(exist_ok=True)
+    logs = [ARTIFACTS / f"sending-sigstop-{name}.log" for name in ("first", "second")]
+    for log in logs:
+        log.unlink(missing_ok=True)
+    env = {"NEWSLETTER_WORKER_LEASE": str(lease)}
+    first = _worker_process(app, ses_fake, 60, log=logs[0], extra_env=env)
+    _wait_for(lambda: len(ses_fake.accepted) >= 20)
+    first.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(lease + 2)  # past its lease, on the database's clock
+        stalled_at = len(ses_fake.accepted)
+        second = _worker_process(app, ses_fake, 60, "--once", log=logs[1], extra_env=env)
+        _wait_for(lambda: len(ses_fake.accepted) >= stalled_at + 30)
+    finally:
+        first.send_signal(signal.SIGCONT)
+    assert first.wait(timeout=30) == 1, logs[0].read_text()[-3000:]
+    assert "declared it lost" in logs[0].read_text()
+    assert second.wait(timeout=60) == 0, logs[1].read_text()[-3000:]
+
+    counts = _check_nothing_twice_nothing_lost(db_session, ses_fake, issue_id, readers)
+    assert counts.get(DeliveryStatus.UNKNOWN, 0) <= CONCURRENCY
+    assert db_session.get(Issue, issue_id).status is IssueStatus.SENT
+    db_session.commit()
+
+
+LIBFAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+# Only the wall clock is wrong (a host whose clock is set wrong); timers still run true.
+AHEAD = {
+    "LD_PRELOAD": LIBFAKETIME,
+    "FAKETIME": "+5m",
+    "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+    "FAKETIME_NO_CACHE": "1",
+}
+
+
+def test_a_worker_whose_clock_runs_ahead_changes_nothing(app, db_session, ses_fake, database_url):
+    """A worker whose wall clock is five minutes ahead (libfaketime) beside a true one: no
+    duplicate, no failure, no worker declared lost, and the shared rate still holds."""
+    assert Path(LIBFAKETIME).exists(), "apt-get install faketime libfaketime (.ci/run does)"
+    readers, rate = 180, 60.0
+    issue_id = _populate(app, db_session, readers)
+    ARTIFACTS.mkdir(exist_ok=True)
+    # SQLite allows one worker at a time: there the worker ahead sends alone.
+    names = ["ahead"] if database_url.startswith("sqlite") else ["ahead", "true"]
+    logs = [ARTIFACTS / f"sending-clock-{name}.log" for name in names]
+    for log in logs:
+        log.unlink(missing_ok=True)
+    processes = [
+        _worker_process(
+            app, ses_fake, rate, "--once", log=log, extra_env=AHEAD if name == "ahead" else {}
+        )
+        for name, log in zip(names, logs, strict=True)
+    ]
+    for process, log in zip(processes, logs, strict=True):
+        assert process.wait(timeout=60) == 0, log.read_text()[-3000:]
+        text = log.read_text()
+        assert "stops sending now" not in text and "is lost" not in text, text[-3000:]
+    # The fake is on the true clock: the clock ahead really was ahead.
+    assert "+5m" == AHEAD["FAKETIME"]
+
+    counts = _check_nothing_twice_nothing_lost(db_session, ses_fake, issue_id, readers)
+    assert counts == {DeliveryStatus.SENT: readers}
+    times = sorted(m.at for m in ses_fake.accepted)
+    busiest = max(sum(1 for t in times[i:] if t < start + 1.0) for i, start in enumerate(times))
+    assert busiest <= rate * 1.05, busiest
+    if len(names) == 2:
+        claimed_by = Counter(
+            db_session.scalars(sa.select(Delivery.claimed_by).where(Delivery.issue_id == issue_id))
+        )
+        assert len(claimed_by) == 2, claimed_by  # both really sent
+        db_session.commit()

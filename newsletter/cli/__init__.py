@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 # this table against the commands themselves).
 COMMANDS: dict[str, tuple[str, str]] = {
     "admin": ("newsletter.cli.admin", "Manage the editor accounts of the web console (/admin)."),
-    "db": ("newsletter.cli.database", "Create or migrate the database."),
+    "db": ("newsletter.cli.database", "Create or migrate the database, and prune old rows."),
     "issue": ("newsletter.cli.issue", "Check and preview issue files (YAML) before sending them."),
     "lists": ("newsletter.cli.lists", "Show, create and change the lists (publications)."),
     "send": ("newsletter.cli.send", "Send an issue file to a list, or a test copy to yourself."),
@@ -40,6 +40,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "subscribers": ("newsletter.cli.subscribers", "List, import, export and remove subscribers."),
     "suppressions": ("newsletter.cli.suppressions", "Show and change the addresses never mailed."),
     "worker": ("newsletter.cli.worker", "Deliver queued issues (run any number, anywhere)."),
+    "workers": ("newsletter.cli.workers", "List the delivery workers and what each holds."),
 }
 # Commands that only work on a laptop set-up or with production settings in place fail
 # with a ConfigError; this hint follows the error when the missing setting is one of these.

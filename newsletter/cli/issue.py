@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+from contextlib import AbstractContextManager
 from contextlib import nullcontext
+from typing import Any
 
 import click
 
@@ -77,7 +79,7 @@ def preview(
     """
     try:
         base_url = state.config["BASE_URL"]
-        transaction = state.transaction()
+        transaction: AbstractContextManager[Any] = state.transaction()
     except ConfigError:
         # Without settings there is no database: a placeholder list still shows the issue.
         if list_slug:

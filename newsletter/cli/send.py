@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC
 from datetime import datetime
 
 import click
@@ -19,16 +18,9 @@ from newsletter.pacing import quota_source_for
 
 def _parse_when(value: str) -> datetime:
     try:
-        when = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise click.BadParameter(
-            f"{value!r} is not a date and time; write e.g. 2026-12-01T09:00+01:00"
-        ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    if when <= clock.now():
-        raise click.BadParameter(f"{value!r} is in the past.")
-    return when.astimezone(UTC)
+        return clock.parse_schedule(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _deliver(state: CliState, issue_id: int, concurrency: int | None) -> None:
@@ -69,10 +61,29 @@ def _deliver(state: CliState, issue_id: int, concurrency: int | None) -> None:
     "--retry-unknown",
     "retry_ref",
     metavar="ISSUE",
-    help="Send again the messages of ISSUE whose fate is unknown after a crash.",
+    help="Send again the messages of ISSUE whose fate is unknown (SES may have them: some "
+    "readers may get a second copy).",
+)
+@click.option(
+    "--retry-failed",
+    "retry_failed_ref",
+    metavar="ISSUE",
+    help="Send again the messages of ISSUE that failed (SES refused or never took them).",
 )
 @click.option("--resume", "resume_ref", metavar="ISSUE", help="Go on with a paused send.")
+@click.option(
+    "--cancel",
+    "cancel_ref",
+    metavar="ISSUE",
+    help="Cancel a scheduled, sending or paused send: readers not yet sent to get nothing.",
+)
 @click.option("--queue-only", is_flag=True, help="Only queue the send; running workers deliver it.")
+@click.option(
+    "--allow-clipping",
+    is_flag=True,
+    help="Send even if Gmail would clip the issue (HTML over 102 KB after minifying); "
+    "its unsubscribe link is then repeated at the top.",
+)
 @click.option("--concurrency", type=click.IntRange(1, 256), default=None, hidden=True)
 @pass_state
 def send(
@@ -84,8 +95,11 @@ def send(
     dry_run: bool,
     yes: bool,
     retry_ref: str | None,
+    retry_failed_ref: str | None,
     resume_ref: str | None,
+    cancel_ref: str | None,
     queue_only: bool,
+    allow_clipping: bool,
     concurrency: int | None,
 ) -> None:
     """Send the issue FILE to the list SLUG, after showing the audience and asking.
@@ -94,18 +108,40 @@ def send(
     newsletter send issue.yaml --list weekly --test-to me@example.com
     newsletter send issue.yaml --list weekly
     newsletter send issue.yaml --list weekly --at 2026-12-01T09:00+01:00
+    newsletter send --cancel ISSUE | --resume ISSUE
+    newsletter send --retry-failed ISSUE | --retry-unknown ISSUE
 
     The issue is stored as checked now: later edits of the file change nothing already
     sending. Every reader gets it once; Ctrl-C stops cleanly, and running the same
     command (or `newsletter worker`) again goes on where it stopped.
     """
     config = state.config
-    if retry_ref or resume_ref:
+    actions = [ref for ref in (retry_ref, retry_failed_ref, resume_ref, cancel_ref) if ref]
+    if len(actions) > 1:
+        raise click.UsageError(
+            "Give one of --cancel, --resume, --retry-failed and --retry-unknown at a time."
+        )
+    if cancel_ref:
+        with state.transaction() as session:
+            issue, count = sending.cancel_send(session, cancel_ref)
+            click.echo(
+                f"Cancelled {issue.slug!r}: {count} readers not yet sent to get nothing. "
+                "Messages already in flight finish."
+            )
+        return
+    if actions:
         with state.transaction() as session:
             if retry_ref:
                 issue, count = sending.retry_unknown(session, retry_ref)
-                click.echo(f"Queued {count} messages of {issue.slug!r} again.")
+                click.echo(
+                    f"Queued {count} messages of {issue.slug!r} again "
+                    "(some of these readers may get a second copy)."
+                )
+            elif retry_failed_ref:
+                issue, count = sending.retry_failed(session, retry_failed_ref)
+                click.echo(f"Queued {count} failed messages of {issue.slug!r} again.")
             else:
+                assert resume_ref is not None
                 issue = sending.resume_issue(session, resume_ref)
                 click.echo(f"Resumed {issue.slug!r}.")
             issue_id = issue.id
@@ -119,8 +155,10 @@ def send(
 
     with state.transaction() as session:
         plan = sending.plan_send(session, file, list_slug, base_url=config["BASE_URL"])
+        refused = plan.compiled.clipped and not (allow_clipping or test_to)
         for warning in plan.compiled.warnings:
-            click.echo(f"warning: {warning}", err=True)
+            if not (refused and warning.startswith("the HTML is")):  # the error says it
+                click.echo(f"warning: {warning}", err=True)
         if test_to:
             if dry_run:
                 click.echo(
@@ -130,7 +168,7 @@ def send(
             sending.send_test_copies(session, state.mailer, plan, test_to, config=config)
             click.echo(f"Sent {len(test_to)} test copies ({', '.join(test_to)}).")
             return
-        sending.check_can_send(plan)
+        sending.check_can_send(plan, allow_clipping=allow_clipping)
         audience = plan.audience
         click.echo(
             f"Issue {plan.compiled.title!r} ({plan.compiled.slug}) to list "
@@ -163,6 +201,7 @@ def send(
         issue = sending.start_send(session, plan, at=when)
         issue_id, status = issue.id, issue.status
     if status is IssueStatus.SCHEDULED:
+        assert when is not None  # only a send with --at is scheduled
         click.echo(f"Scheduled for {when.isoformat()}; a running `newsletter worker` sends it.")
         return
     if queue_only:

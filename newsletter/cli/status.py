@@ -31,11 +31,23 @@ def _when(value) -> str:
 @click.argument("issue", required=False)
 @pass_state
 def status(state: CliState, issue: str | None) -> None:
-    """Show sends in progress and done; with ISSUE (id or slug), its full detail."""
+    """Show sends in progress and done; with ISSUE (id or slug), its full detail.
+
+    Read-only: messages held by a worker that stopped are shown as such; the next
+    worker to run recovers them (see `newsletter workers`).
+    """
+    from newsletter import workers
+
     lease = state.config["WORKER_LEASE"]
     with state.transaction() as session:
+        held = workers.held_by_silent_workers(session, lease=lease)
+        if held:
+            click.echo(
+                f"{held} messages are held by workers that stopped or went silent; the next "
+                "worker to run recovers them (sending ones become unknown)."
+            )
         if issue is None:
-            reports = sending.recent_reports(session, lease=lease)
+            reports = sending.recent_reports(session, lease=lease, recover=False)
             if not reports:
                 click.echo("No issues sent yet.")
             for report in reports:
@@ -50,7 +62,7 @@ def status(state: CliState, issue: str | None) -> None:
                 for alert in figures["alerts"]:
                     click.echo(f"  {alert}")
             return
-        report = sending.issue_report(session, issue, lease=lease)
+        report = sending.issue_report(session, issue, lease=lease, recover=False)
         item = report.issue
         click.echo(f"Issue {item.id}: {item.title} ({item.slug}) to list {report.list_slug}")
         click.echo(f"Status: {item.status.value}")

@@ -6,7 +6,9 @@ and text carry placeholders that render_for_reader fills for each reader.
 
 from __future__ import annotations
 
+from newsletter.composer.issue_email import ClippedIssue
 from newsletter.composer.issue_email import CompiledIssue
+from newsletter.composer.issue_email import check_clipping
 from newsletter.composer.issue_email import compile_issue
 from newsletter.composer.issue_email import render_mjml
 from newsletter.composer.issue_file import Image
@@ -20,7 +22,9 @@ from newsletter.composer.placeholders import render_for_reader
 from newsletter.composer.placeholders import render_web_version
 
 __all__ = [
+    "ClippedIssue",
     "CompiledIssue",
+    "check_clipping",
     "Image",
     "IssueDocument",
     "IssueFileError",

@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 from urllib.parse import urlsplit
 
+import idna
 import yaml
 from markdown_it.token import Token
 
@@ -19,6 +21,8 @@ from newsletter.composer import markdown
 from newsletter.errors import NewsletterError
 from newsletter.headers import CONTROL_CATEGORIES
 from newsletter.headers import describe
+from newsletter.i18n import InvalidLanguage
+from newsletter.i18n import normalize_language
 
 MAX_FILE_BYTES = 1_000_000
 MAX_NODES = 50_000
@@ -79,6 +83,8 @@ class IssueDocument:
     sections: list[Section]
     outro: str | None
     source_yaml: str = field(repr=False)
+    # BCP 47 tag from the file's `language:`; None means the list's language.
+    language: str | None = None
     # Markdown parsed while validating, so compiling does not parse it again.
     _parsed: dict[str, list[Token]] = field(
         default_factory=dict, init=False, repr=False, compare=False
@@ -90,6 +96,25 @@ class IssueDocument:
         if tokens is None:
             tokens = self._parsed[source] = markdown.parse(source)
         return tokens
+
+
+# Characters a URL may keep as they are (RFC 3986 unreserved and reserved, and %); any
+# other (", <, >, `, ', non-ASCII) is percent-encoded, so no URL can break out of an href.
+_URL_SAFE = "-._~:/?#[]@!$&()*+,;=%"
+
+
+def safe_url(url: str) -> str:
+    """Return an http(s) URL with every character that is not URL syntax percent-encoded."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = parts.netloc
+    if host and not host.isascii():
+        try:
+            netloc = netloc.replace(host, idna.encode(host, uts46=True).decode("ascii"))
+        except idna.IDNAError:
+            pass
+    rest = url[len(parts.scheme) + 3 + len(parts.netloc) :]
+    return f"{parts.scheme}://{quote(netloc, safe=_URL_SAFE)}{quote(rest, safe=_URL_SAFE)}"
 
 
 def slugify(text: str) -> str:
@@ -229,19 +254,20 @@ class _Checker:
 
     def url(self, node: yaml.Node | None, path: str, *, required: bool = False) -> str | None:
         value = self.text(node, path, required=required, max_length=2000)
-        if value is None:
+        if value is None or node is None:
             return None
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.netloc or " " in value:
             self.error(node, path, "not an http(s) URL")
             return None
-        return value
+        return safe_url(value)
 
     def markdown(self, node: yaml.Node | None, path: str, *, required: bool = False) -> str | None:
         value = self.text(node, path, required=required, one_line=False, max_length=100_000)
         if value is None:
             return None
         tokens = self.parsed[value] = markdown.parse(value)
+        assert isinstance(node, yaml.ScalarNode)  # text() returned a value: a scalar
         # A block scalar (|) starts on the line after its indicator.
         first = node.start_mark.line + 1 + (1 if node.style in ("|", ">") else 0)
         for offset, message in markdown.link_problems(tokens):
@@ -296,6 +322,7 @@ _TOP = {
     "subject": False,
     "preheader": False,
     "slug": False,
+    "language": False,
     "intro": False,
     "sections": True,
     "outro": False,
@@ -371,6 +398,13 @@ def _check_document(c: _Checker, root: yaml.Node, text: str) -> IssueDocument | 
     slug = c.text(fields.get("slug"), "slug", max_length=MAX_SLUG)
     if slug is not None and not SLUG_RE.match(slug):
         c.error(fields["slug"], "slug", "use lowercase letters, digits and hyphens")
+    language = c.text(fields.get("language"), "language", max_length=35)
+    if language is not None:
+        try:
+            language = normalize_language(language)
+        except InvalidLanguage as exc:
+            c.error(fields["language"], "language", str(exc))
+            language = None
     intro = c.markdown(fields.get("intro"), "intro")
     outro = c.markdown(fields.get("outro"), "outro")
     sections: list[Section] = []
@@ -392,6 +426,7 @@ def _check_document(c: _Checker, root: yaml.Node, text: str) -> IssueDocument | 
         sections=sections,
         outro=outro,
         source_yaml=text,
+        language=language,
     )
     document._parsed.update(c.parsed)
     return document

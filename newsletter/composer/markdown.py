@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import functools
+import os
+import re
 from urllib.parse import urlsplit
 
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
+from wcwidth import wcswidth
+from wcwidth import wcwidth
 
 TEXT_WIDTH = 72
+_URL_START = re.compile(r"^[(<\[\"']?(https?://|mailto:|www\.)", re.IGNORECASE)
+# Kinsoku: characters that must not begin a line (closing marks) or end one (opening).
+_NO_LINE_START = set("、。，．・：；？！ー）」』】〕〉》〙〗｝］,.!?:;)]}…")
+_NO_LINE_END = set("（「『【〔〈《〘〖｛［")
 _LINK_SCHEMES = ("http", "https", "mailto")
 
 
@@ -31,10 +39,19 @@ def parse(source: str) -> list[Token]:
     return _block().parse(source)
 
 
+# Blocks that get dir="auto": each lays out by its own first strong letter, so an Arabic
+# paragraph in an English issue (or the reverse) reads right.
+_DIR_AUTO = {"paragraph_open", "heading_open", "list_item_open", "blockquote_open"}
+
+
 def to_html(source: str, tokens: list[Token] | None = None) -> str:
     """Render Markdown to HTML; raw HTML in it comes out escaped, as text."""
     md = _block()
-    return md.renderer.render(tokens if tokens is not None else md.parse(source), md.options, {})
+    tokens = tokens if tokens is not None else md.parse(source)
+    for token in tokens:
+        if token.type in _DIR_AUTO:
+            token.attrSet("dir", "auto")
+    return md.renderer.render(tokens, md.options, {})
 
 
 def inline_html(text: str) -> str:
@@ -83,7 +100,7 @@ def _inline_to_text(token: Token) -> str:
         if kind == "text":
             out.append(child.content)
         elif kind == "code_inline":
-            out.append(child.content)
+            out.append(f"`{child.content}`")
         elif kind == "softbreak":
             out.append(" ")
         elif kind == "hardbreak":
@@ -108,28 +125,65 @@ def _inline_to_text(token: Token) -> str:
     return "".join(out)
 
 
+def display_width(text: str) -> int:
+    """Columns a text takes in a monospaced client: wide (CJK) characters count two."""
+    if text.isascii():
+        return len(text)
+    width = wcswidth(text)
+    return width if width >= 0 else sum(max(wcwidth(ch), 0) for ch in text)
+
+
+def _pieces(word: str) -> list[str]:
+    """Split a word where a line may break without a space: around wide (CJK) characters.
+
+    URLs are never split; closing punctuation stays with the character before it.
+    """
+    if word.isascii() or _URL_START.match(word):
+        return [word]
+    pieces: list[str] = []
+    for ch in word:
+        wide = wcwidth(ch) == 2
+        if pieces and (ch in _NO_LINE_START or not (wide or _last_wide(pieces[-1]))):
+            pieces[-1] += ch
+        else:
+            pieces.append(ch)
+    return pieces
+
+
+def _last_wide(piece: str) -> bool:
+    return wcwidth(piece[-1]) == 2 and piece[-1] not in _NO_LINE_END
+
+
 def wrap(text: str, first: str = "", rest: str = "", width: int = TEXT_WIDTH) -> list[str]:
-    """Wrap at spaces, never inside a word or URL (textwrap does the same, 8x slower)."""
+    """Wrap by display width at spaces and between CJK characters, never inside a URL."""
     lines: list[str] = []
     for index, piece in enumerate(text.split("\n")):
         line = first if index == 0 else rest
+        used = display_width(line)
         empty = True
         for word in piece.split():
-            if empty:
-                line += word
-                empty = False
-            elif len(line) + 1 + len(word) <= width:
-                line += " " + word
-            else:
-                lines.append(line)
-                line = rest + word
+            for number, part in enumerate(_pieces(word)):
+                gap = 1 if number == 0 and not empty else 0
+                size = display_width(part)
+                if empty:
+                    line += part
+                    used += size
+                    empty = False
+                elif used + gap + size <= width:
+                    line += " " * gap + part
+                    used += gap + size
+                else:
+                    lines.append(line)
+                    line = rest + part
+                    used = display_width(line)
         lines.append(line.rstrip() if empty else line)
     return lines
 
 
 def to_text(source: str, tokens: list[Token] | None = None, width: int = TEXT_WIDTH) -> str:
     """Render Markdown as wrapped plain text: links as readable URLs, lists, quotes, code."""
-    blocks: list[tuple[list[str], bool]] = []  # (lines, tight: no blank line before it)
+    # (lines, tight: no blank line before it, the quote marks its blank line before carries)
+    blocks: list[tuple[list[str], bool, str]] = []
     prefixes: list[str] = []  # one per open block quote or list item
     pending_marker: str | None = None  # the bullet waiting for the item's first line
     lists: list[list[int | None]] = []  # counters of open lists (None: bullets)
@@ -176,17 +230,22 @@ def to_text(source: str, tokens: list[Token] | None = None, width: int = TEXT_WI
             first, rest = prefix_pair()
             text = _inline_to_text(token)
             tight = bool(tight_stack and tight_stack[-1][0] and len(blocks) > tight_stack[-1][1])
-            blocks.append((wrap(text, first, rest, width), tight))
+            blocks.append((wrap(text, first, rest, width), tight, "".join(prefixes).rstrip()))
         elif kind in ("fence", "code_block"):
             first, rest = prefix_pair()
             code = token.content.rstrip("\n").split("\n")
             lines = [(first if i == 0 else rest) + "    " + line for i, line in enumerate(code)]
-            blocks.append(([line.rstrip() for line in lines], False))
+            blocks.append(([line.rstrip() for line in lines], False, "".join(prefixes).rstrip()))
         elif kind == "hr":
-            blocks.append((["".join(prefixes) + "-" * 20], False))
+            blocks.append((["".join(prefixes) + "-" * 20], False, "".join(prefixes).rstrip()))
     out: list[str] = []
-    for lines, tight in blocks:
+    previous = ""
+    for lines, tight, quote in blocks:
         if out and not tight:
-            out.append("")
+            # Inside a quote the blank line keeps the ">" of the quotes around both blocks
+            # (a bare blank line would end the quote).
+            common = os.path.commonprefix([previous, quote])
+            out.append(common[: common.rfind(">") + 1])
+        previous = quote
         out.extend(lines)
     return "\n".join(out).strip("\n")

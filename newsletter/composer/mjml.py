@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import re
 
+import minify_html
 import mjml
 from premailer import Premailer
 
@@ -58,8 +59,31 @@ def compile_mjml(source: str) -> str:
             strip_important=False,
             disable_validation=True,
             cssutils_logging_level="CRITICAL",
+            # No width/bgcolor/align/... attributes copied from the CSS: on <p>, <code> or
+            # <img> they are invalid HTML, and the inline style already says it.
+            disable_basic_attributes=["align", "valign", "bgcolor", "width", "height"],
         ).transform()
     # premailer drops the doctype; email clients need it for standards mode.
     if not html.lstrip().lower().startswith("<!doctype"):
         html = f"{DOCTYPE}\n{html}"
-    return html
+    return minify(html)
+
+
+def minify(html: str) -> str:
+    """Minify email HTML with minify-html, keeping what email clients rely on.
+
+    Outlook's conditional comments stay (keep_comments; MJML's other comments are gone
+    already), closing tags and <html>/<head> stay, and CSS is left alone: its minifier
+    rewrites media queries into range syntax ((width>=480px)) that mail clients ignore.
+    Our {{nl:...}} markers survive (preserve_brace_template_syntax).
+    """
+    return minify_html.minify(
+        html,
+        keep_closing_tags=True,
+        keep_html_and_head_opening_tags=True,
+        keep_comments=True,
+        minify_css=False,
+        minify_js=False,
+        minify_doctype=False,
+        preserve_brace_template_syntax=True,
+    )

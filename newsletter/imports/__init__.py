@@ -24,6 +24,7 @@ from newsletter.imports.jobs import run_job
 from newsletter.imports.reading import MAX_LINE_BYTES
 from newsletter.imports.reading import detect_columns
 from newsletter.imports.reading import read_columns
+from newsletter.imports.reading import read_sample
 from newsletter.imports.report import BadRow
 from newsletter.imports.report import ImportFileError
 from newsletter.imports.report import ImportReport
@@ -45,6 +46,7 @@ __all__ = [
     "fast_address",
     "get_job",
     "import_csv",
+    "read_sample",
     "read_columns",
     "recent_jobs",
     "run_job",

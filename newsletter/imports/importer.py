@@ -7,6 +7,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable
+from collections.abc import Generator
 from collections.abc import Iterator
 from collections.abc import Mapping
 from concurrent.futures import Future
@@ -56,7 +57,7 @@ POSTGRES_LANES = 2
 _T = TypeVar("_T")
 
 
-def _read_ahead(items: Iterator[_T], depth: int = 2) -> Iterator[_T]:
+def _read_ahead(items: Iterator[_T], depth: int = 2) -> Generator[_T, None, None]:
     """Yield what `items` yields, produced by a thread up to `depth` items ahead.
 
     An exception in the thread is raised here, after the items before it. Closing this

@@ -136,11 +136,12 @@ class PostgresStore(SqliteStore):
                 label=subscribe.label,
                 active=SubscriptionStatus.ACTIVE.value,
             )
-        return [tuple(row) for row in self.session.execute(statement, params)]
+        result = self.session.execute(statement, params)
+        return [(row[0], row[1], row[2], row[3]) for row in result]
 
     def subscribers(self, keys: Sequence[str]) -> list[tuple[int, str, str | None]]:
         result = self.session.execute(_PG_SUBSCRIBERS, {"keys": _texts(keys)})
-        return [tuple(row) for row in result]
+        return [(row[0], row[1], row[2]) for row in result]
 
     def fill_names(self, pairs: Sequence[tuple[int, str]]) -> None:
         params = {"ids": _ints(p[0] for p in pairs), "names": _texts(p[1] for p in pairs)}
@@ -148,7 +149,7 @@ class PostgresStore(SqliteStore):
 
     def statuses(self, list_id: int, ids: Sequence[int]) -> dict[int, str]:
         rows = self.session.execute(_PG_STATUSES, {"list_id": list_id, "ids": _ints(ids)})
-        return {subscriber_id: status for subscriber_id, status in rows}
+        return {row[0]: row[1] for row in rows}
 
     def subscribe_active(self, list_id: int, ids: Sequence[int], label: str, now: Any) -> set[int]:
         params = {

@@ -23,6 +23,20 @@ MAX_LINE_BYTES = 1024 * 1024
 DELIMITERS = (",", ";", "\t")
 # The first bytes of .xlsx/.ods/.numbers (zip) and .xls (OLE2) files.
 WORKBOOK_MAGIC = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1")
+# The first bytes of other files people pick by mistake, and what to call them.
+BINARY_MAGIC = (
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF87a", "a GIF image"),
+    (b"GIF89a", "a GIF image"),
+    (b"%PDF-", "a PDF document"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"RIFF", "a RIFF file (image, audio or video)"),
+    (b"\x7fELF", "a program"),
+    (b"SQLite format 3\x00", "an SQLite database"),
+)
+# Rows shown on the console's column-mapping step.
+SAMPLE_ROWS = 5
 
 # Header names (lowercased, without spaces, hyphens, underscores or dots) recognised when
 # no column is named, in order of preference.
@@ -55,6 +69,18 @@ def open_source(source: str | os.PathLike[str] | BinaryIO) -> Iterator[tuple[Bin
     yield source, total
 
 
+def _refuse_binary(raw: bytes) -> None:
+    """Raise "not a CSV file" for an image, archive, program... (text never holds NUL)."""
+    kind = next((name for magic, name in BINARY_MAGIC if raw.startswith(magic)), None)
+    if kind is None and b"\x00" in raw:
+        kind = "a binary file"
+    if kind is not None:
+        raise ImportFileError(
+            f"this is not a CSV file (it looks like {kind}): export the subscribers as a CSV "
+            'file ("CSV UTF-8" in a spreadsheet) and import that'
+        )
+
+
 def _not_utf8(line: int, raw: bytes, exc: UnicodeDecodeError) -> ImportFileError:
     column = len(raw[: exc.start].decode("utf-8", "replace")) + 1
     return ImportFileError(
@@ -75,6 +101,8 @@ def check_file(stream: BinaryIO) -> None:
     run = 0  # bytes of the line being read, so far
     try:
         for chunk in iter(lambda: stream.read(MAX_LINE_BYTES), b""):
+            if b"\x00" in chunk:
+                break  # no text file holds NUL: the line-by-line pass names the problem
             decoder.decode(chunk)
             first = chunk.find(b"\n")
             if first == -1:
@@ -120,6 +148,8 @@ class _Lines:
                     "this is a spreadsheet workbook (Excel, Numbers or LibreOffice), not a CSV "
                     'file: save it as "CSV UTF-8" and import that'
                 )
+            if first or b"\x00" in raw:
+                _refuse_binary(raw)
             if len(raw) > MAX_LINE_BYTES:
                 raise ImportFileError(
                     f"line {self.line} is longer than {MAX_LINE_BYTES // 1024} KiB: "
@@ -164,7 +194,11 @@ class CsvFile:
                 "the file is empty: its first line must name the columns (e.g. email,name)"
             )
         self.delimiter = _sniff(first)
-        self._reader = csv.reader(itertools.chain([first], iterator), delimiter=self.delimiter)
+        # strict: a quote left open (to the end of the file, or closed mid-field) is an
+        # error for that row, never a field that swallows the next lines or gets imported.
+        self._reader = csv.reader(
+            itertools.chain([first], iterator), delimiter=self.delimiter, strict=True
+        )
         self.header_line = self.lines.line
         try:
             header = next(self._reader)
@@ -185,9 +219,22 @@ class CsvFile:
             except StopIteration:
                 return
             except csv.Error as exc:
-                yield line, exc
+                yield line, _explained(exc, line, lines.line)
                 continue
             yield line, record
+
+
+def _explained(exc: csv.Error, first: int, last: int) -> csv.Error:
+    """Say what a csv error means for the person who made the file."""
+    text = str(exc)
+    span = f"lines {first}-{last} were read as one row" if last > first else "this line"
+    if "unexpected end of data" in text:
+        return csv.Error(f'a quote (") opened in this row is never closed ({span}); not imported')
+    if "expected after" in text:
+        return csv.Error(
+            f'a quote (") in this row is not closed where its field ends ({span}); not imported'
+        )
+    return csv.Error(f"{text} ({span}); not imported")
 
 
 def _norm_header(name: str) -> str:
@@ -244,6 +291,32 @@ def resolve_columns(
     _, detected_name = detect_columns(columns)
     name_index = columns.index(detected_name) if detected_name is not None else None
     return email_index, name_index if name_index != email_index else None
+
+
+def read_sample(
+    path_or_stream: str | os.PathLike[str] | BinaryIO, limit: int = SAMPLE_ROWS
+) -> list[list[str]]:
+    """Return the first rows after the header (rows csv cannot read are left out).
+
+    For the console's mapping step, so the editor sees what each column holds. A seekable
+    stream is left where it was.
+    """
+    with open_source(path_or_stream) as (stream, _total):
+        start = stream.tell() if stream.seekable() else None
+        try:
+            parsed = CsvFile(stream)
+            rows: list[list[str]] = []
+            for _line, record in parsed.records():
+                if len(rows) >= limit:
+                    break
+                if isinstance(record, list) and "".join(record).strip():
+                    rows.append(record)
+            return rows
+        except ImportFileError:
+            return []
+        finally:
+            if start is not None:
+                stream.seek(start)
 
 
 def read_columns(path_or_stream: str | os.PathLike[str] | BinaryIO) -> list[str]:

@@ -103,7 +103,7 @@ def check_row(
             try:
                 name = clean_name(name)
             except InvalidName as exc:
-                return f"name {_quote(name)}: {exc}"
+                return f"name {_quote(name or '')}: {exc}"
     return address, name
 
 

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from typing import Any
+from typing import cast
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -40,6 +41,11 @@ def _select_in(
     return rows
 
 
+def _table(model: type[Any]) -> sa.Table:
+    """A model's Table (`__table__` is typed as a FromClause)."""
+    return cast(sa.Table, model.__table__)
+
+
 class SqliteStore:
     """The batch's statements in portable SQLAlchemy Core (SQLite)."""
 
@@ -63,7 +69,7 @@ class SqliteStore:
         was added by a concurrent transaction. This portable version never says `new`:
         every subscriber goes through the status lookup.
         """
-        subscriber = Subscriber.__table__
+        subscriber = _table(Subscriber)
         self.session.execute(
             dialect_insert(self.session, subscriber).on_conflict_do_nothing(
                 index_elements=["email"]
@@ -76,12 +82,12 @@ class SqliteStore:
         return [(*row, False) for row in self.subscribers([key for key, _, _ in rows])]
 
     def subscribers(self, keys: Sequence[str]) -> list[tuple[int, str, str | None]]:
-        subscriber = Subscriber.__table__
+        subscriber = _table(Subscriber)
         query = sa.select(subscriber.c.id, subscriber.c.email, subscriber.c.name)
         return [tuple(row) for row in _select_in(self.session, query, subscriber.c.email, keys)]
 
     def fill_names(self, pairs: Sequence[tuple[int, str]]) -> None:
-        subscriber = Subscriber.__table__
+        subscriber = _table(Subscriber)
         self.session.execute(
             sa.update(subscriber)
             .where(subscriber.c.id == sa.bindparam("b_id"), subscriber.c.name.is_(None))
@@ -90,14 +96,14 @@ class SqliteStore:
         )
 
     def statuses(self, list_id: int, ids: Sequence[int]) -> dict[int, str]:
-        subscription = Subscription.__table__
+        subscription = _table(Subscription)
         query = sa.select(subscription.c.subscriber_id, subscription.c.status).where(
             subscription.c.list_id == list_id
         )
         return dict(_select_in(self.session, query, subscription.c.subscriber_id, ids))
 
     def subscribe_active(self, list_id: int, ids: Sequence[int], label: str, now: Any) -> set[int]:
-        subscription = Subscription.__table__
+        subscription = _table(Subscription)
         created = self.session.execute(
             dialect_insert(self.session, subscription)
             .on_conflict_do_nothing(index_elements=["subscriber_id", "list_id"])
@@ -122,7 +128,7 @@ class SqliteStore:
         ).all()
         if created:
             self.session.execute(
-                sa.insert(SubscriptionEvent.__table__),
+                sa.insert(_table(SubscriptionEvent)),
                 [
                     {
                         "subscription_id": row.id,

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from newsletter.db import Database
+from newsletter.db import rowcount
 from newsletter.models import ImportUpload
 from newsletter.models import ImportUploadChunk
 
@@ -70,7 +71,7 @@ def prune(session: so.Session, older_than: datetime) -> int:
     old = sa.select(ImportUpload.id).where(ImportUpload.created_at < older_than)
     session.execute(sa.delete(ImportUploadChunk).where(ImportUploadChunk.upload_id.in_(old)))
     result = session.execute(sa.delete(ImportUpload).where(ImportUpload.created_at < older_than))
-    return result.rowcount or 0
+    return rowcount(result)
 
 
 class _ChunkReader(io.RawIOBase):

@@ -44,12 +44,14 @@ from newsletter.sending.plan import Audience
 from newsletter.sending.plan import SendError
 from newsletter.sending.plan import SendPlan
 from newsletter.sending.plan import WorkerBusy
+from newsletter.sending.plan import cancel_send
 from newsletter.sending.plan import check_can_send
 from newsletter.sending.plan import count_audience
 from newsletter.sending.plan import find_issue
 from newsletter.sending.plan import plan_send
 from newsletter.sending.plan import plan_send_text
 from newsletter.sending.plan import resume_issue
+from newsletter.sending.plan import retry_failed
 from newsletter.sending.plan import retry_unknown
 from newsletter.sending.plan import start_send
 from newsletter.sending.renderer import TEST_PREFIX
@@ -81,6 +83,7 @@ __all__ = [
     "SendPlan",
     "WorkerBusy",
     "WorkerSettings",
+    "cancel_send",
     "check_can_send",
     "clock",
     "count_audience",
@@ -98,6 +101,7 @@ __all__ = [
     "recent_reports",
     "recover_lost_workers",
     "resume_issue",
+    "retry_failed",
     "retry_unknown",
     "send_test_copies",
     "start_send",

@@ -17,6 +17,8 @@ import sqlalchemy.orm as so
 
 from newsletter import clock
 from newsletter.db import UTCDateTime
+from newsletter.db import dialect_insert
+from newsletter.db import rowcount
 from newsletter.models import Delivery
 from newsletter.models import DeliveryStatus
 from newsletter.models import Issue
@@ -65,17 +67,13 @@ def create_ledger(session: so.Session, issue: Issue) -> int:
     )
     columns = ["issue_id", "subscriber_id", "subscription_id", "status", "error", "attempts"]
     columns.append("updated_at")
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
     statement = (
-        insert(Delivery.__table__)
+        dialect_insert(session, Delivery)
         .from_select(columns, source)
         .on_conflict_do_nothing(index_elements=["issue_id", "subscriber_id"])
     )
     result = session.execute(statement)
-    return max(result.rowcount or 0, 0)
+    return max(rowcount(result), 0)
 
 
 @dataclass
@@ -126,7 +124,7 @@ def db_clock(session: so.Session) -> sa.ColumnElement[datetime]:
 
 def db_now(session: so.Session) -> datetime:
     """Return the database's current time."""
-    return session.scalar(sa.select(db_clock(session)))
+    return session.execute(sa.select(db_clock(session))).scalar_one()
 
 
 # PostgreSQL advisory lock key: one recovery at a time (two sweeping the same rows in
@@ -171,9 +169,15 @@ def recover_lost_workers(session: so.Session, *, lease: float) -> int:
             worker.id,
             "its process is gone" if dead_here else f"no heartbeat for over {lease:g} s",
         )
+        claimed = _lockable(
+            session,
+            sa.select(Delivery.id).where(
+                Delivery.claimed_by == worker.id, Delivery.status == DeliveryStatus.QUEUED
+            ),
+        )
         session.execute(
             sa.update(Delivery)
-            .where(Delivery.claimed_by == worker.id, Delivery.status == DeliveryStatus.QUEUED)
+            .where(Delivery.id.in_(claimed), Delivery.status == DeliveryStatus.QUEUED)
             .values(claimed_by=None, claimed_at=None, updated_at=now)
             .execution_options(synchronize_session=False)
         )
@@ -184,13 +188,19 @@ def recover_lost_workers(session: so.Session, *, lease: float) -> int:
     open_issues = sa.select(Issue.id).where(
         Issue.status.in_((IssueStatus.SENDING, IssueStatus.PAUSED, IssueStatus.CANCELLED))
     )
-    unknown = session.execute(
-        sa.update(Delivery)
-        .where(
+    orphans = _lockable(
+        session,
+        sa.select(Delivery.id).where(
             Delivery.issue_id.in_(open_issues),
             Delivery.status == DeliveryStatus.SENDING,
             sa.or_(Delivery.claimed_by.is_(None), Delivery.claimed_by.not_in(alive)),
-        )
+        ),
+    )
+    if not orphans:
+        return 0
+    result = session.execute(
+        sa.update(Delivery)
+        .where(Delivery.id.in_(orphans), Delivery.status == DeliveryStatus.SENDING)
         .values(
             status=DeliveryStatus.UNKNOWN,
             error=sa.literal("worker ")
@@ -199,10 +209,18 @@ def recover_lost_workers(session: so.Session, *, lease: float) -> int:
             updated_at=now,
         )
         .execution_options(synchronize_session=False)
-    ).rowcount
+    )
+    unknown = rowcount(result)
     if unknown:
         log.warning("%s rows left sending by stopped workers are now unknown", unknown)
     return unknown or 0
+
+
+def _lockable(session: so.Session, query: sa.Select) -> list[int]:
+    """Return the ids the query finds, skipping rows another transaction holds: a worker
+    stalled inside a transaction must not stall its peers' recovery (its rows are
+    recovered once its session ends)."""
+    return list(session.scalars(query.with_for_update(skip_locked=True)))
 
 
 def live_worker(session: so.Session, *, lease: float) -> Worker | None:
@@ -397,7 +415,7 @@ def release_all(session: so.Session, worker_id: str, now: datetime) -> int:
         .values(claimed_by=None, claimed_at=None)
         .execution_options(synchronize_session=False)
     )
-    return (
+    return rowcount(
         session.execute(
             sa.update(Delivery)
             .where(Delivery.claimed_by == worker_id, Delivery.status == DeliveryStatus.SENDING)
@@ -410,8 +428,27 @@ def release_all(session: so.Session, worker_id: str, now: datetime) -> int:
                 updated_at=now,
             )
             .execution_options(synchronize_session=False)
-        ).rowcount
-        or 0
+        )
+    )
+
+
+def cancel_queued(session: so.Session, issue_ids: list[int] | sa.Select) -> int:
+    """Record the queued rows of cancelled issues `cancelled` (claimed ones too: their
+    worker finds them gone and skips them); return how many."""
+    return rowcount(
+        session.execute(
+            sa.update(Delivery)
+            .where(Delivery.issue_id.in_(issue_ids), Delivery.status == DeliveryStatus.QUEUED)
+            .values(
+                status=DeliveryStatus.CANCELLED,
+                claimed_by=None,
+                claimed_at=None,
+                retry_at=None,
+                error="the send was cancelled",
+                updated_at=clock.now(),
+            )
+            .execution_options(synchronize_session=False)
+        )
     )
 
 
@@ -430,7 +467,7 @@ def finish_issues(session: so.Session, issue_ids: Iterable[int]) -> list[int]:
                 .where(Issue.id == issue_id, Issue.status == IssueStatus.SENDING)
                 .values(status=IssueStatus.SENT, finished_at=clock.now())
             )
-            if result.rowcount:
+            if rowcount(result):
                 finished.append(issue_id)
     return finished
 

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from newsletter import clock
+from newsletter.db import rowcount
 from newsletter.errors import NewsletterError
 from newsletter.errors import NotFound
 from newsletter.lists import get_list
@@ -26,6 +27,7 @@ from newsletter.models import Subscriber
 from newsletter.models import Subscription
 from newsletter.models import SubscriptionStatus
 from newsletter.models import Suppression
+from newsletter.sending.ledger import cancel_queued
 from newsletter.sending.ledger import create_ledger
 
 
@@ -57,6 +59,8 @@ class SendPlan:
     mailing_list: MailingList
     audience: Audience
     existing: Issue | None  # the same issue (list + slug) sent or started before
+    # The editor accepts that Gmail clips it (--allow-clipping, the console's checkbox).
+    allow_clipping: bool = False
 
 
 def web_url(base_url: str, slug: str) -> str:
@@ -125,8 +129,21 @@ def _plan(session: so.Session, document: Any, mailing_list: MailingList, base_ur
     )
 
 
-def check_can_send(plan: SendPlan) -> None:
-    """Refuse a send that was done before, or that would reach nobody."""
+def check_can_send(plan: SendPlan, *, allow_clipping: bool | None = None) -> None:
+    """Refuse a send that was done before, that would reach nobody, or that Gmail would clip.
+
+    A clipped issue hides its footer (unsubscribe link, postal address): it goes out only
+    when the editor says so (allow_clipping).
+    """
+    from newsletter.composer import ClippedIssue
+    from newsletter.composer import check_clipping
+
+    if allow_clipping is not None:
+        plan.allow_clipping = allow_clipping
+    try:
+        check_clipping(plan.compiled, allow_clipping=plan.allow_clipping)
+    except ClippedIssue as exc:
+        raise SendError(str(exc)) from None
     issue = plan.existing
     if issue is None and plan.audience.recipients == 0:
         raise SendError(
@@ -186,11 +203,17 @@ def find_issue(session: so.Session, ref: str | int) -> Issue:
     """Return an issue by id or slug (the newest with that slug), or raise NotFound."""
     text = str(ref).strip()
     issue = None
+    # Always read afresh: the editor acts on the send as it stands now, not as this
+    # session last saw it (a worker may have finished or paused it meanwhile).
     if text.isdigit():
-        issue = session.get(Issue, int(text))
+        issue = session.get(Issue, int(text), populate_existing=True)
     if issue is None:
         issue = session.scalar(
-            sa.select(Issue).where(Issue.slug == text).order_by(Issue.id.desc()).limit(1)
+            sa.select(Issue)
+            .where(Issue.slug == text)
+            .order_by(Issue.id.desc())
+            .limit(1)
+            .execution_options(populate_existing=True)
         )
     if issue is None:
         raise NotFound(f"There is no issue {text!r}. `newsletter status` lists them.")
@@ -211,24 +234,62 @@ def resume_issue(session: so.Session, ref: str | int) -> Issue:
 
 def retry_unknown(session: so.Session, ref: str | int) -> tuple[Issue, int]:
     """Queue the issue's `unknown` rows again (the editor accepts a possible second copy)."""
-    issue = find_issue(session, ref)
+    return _requeue(session, find_issue(session, ref), DeliveryStatus.UNKNOWN)
+
+
+def retry_failed(session: so.Session, ref: str | int) -> tuple[Issue, int]:
+    """Queue the issue's `failed` rows again (SES refused them or never took them: no
+    reader can get a second copy), with their attempts counted from zero."""
+    return _requeue(session, find_issue(session, ref), DeliveryStatus.FAILED)
+
+
+def _requeue(session: so.Session, issue: Issue, status: DeliveryStatus) -> tuple[Issue, int]:
+    if issue.status is IssueStatus.CANCELLED:
+        raise SendError(f"Issue {issue.slug!r} was cancelled: nothing is sent for it any more.")
+    values: dict[str, Any] = {
+        "status": DeliveryStatus.QUEUED,
+        "claimed_by": None,
+        "claimed_at": None,
+        "retry_at": None,
+        "error": None,
+        "updated_at": clock.now(),
+    }
+    if status is DeliveryStatus.FAILED:
+        values["attempts"] = 0
     result = session.execute(
         sa.update(Delivery)
-        .where(Delivery.issue_id == issue.id, Delivery.status == DeliveryStatus.UNKNOWN)
-        .values(
-            status=DeliveryStatus.QUEUED,
-            claimed_by=None,
-            claimed_at=None,
-            retry_at=None,
-            error=None,
-            updated_at=clock.now(),
-        )
+        .where(Delivery.issue_id == issue.id, Delivery.status == status)
+        .values(**values)
+        .execution_options(synchronize_session=False)
     )
-    count = result.rowcount or 0
-    if count:
+    count = rowcount(result)
+    if count and issue.status is not IssueStatus.SCHEDULED:
         issue.status = IssueStatus.SENDING
         issue.paused_reason = None
         issue.resume_at = None
         issue.finished_at = None
         session.flush()
     return issue, count
+
+
+CANCELLABLE = (IssueStatus.SCHEDULED, IssueStatus.SENDING, IssueStatus.PAUSED)
+
+
+def cancel_send(session: so.Session, ref: str | int) -> tuple[Issue, int]:
+    """Cancel a scheduled, sending or paused send: nothing more is claimed, and the readers
+    not yet sent to are recorded `cancelled`; return the issue and how many they are.
+
+    Messages already in a worker's calls finish and are recorded as usual.
+    """
+    issue = find_issue(session, ref)
+    if issue.status not in CANCELLABLE:
+        raise SendError(
+            f"Issue {issue.slug!r} is {issue.status.value}: only a scheduled, sending or "
+            "paused send can be cancelled."
+        )
+    issue.status = IssueStatus.CANCELLED
+    issue.paused_reason = None
+    issue.resume_at = None
+    issue.finished_at = clock.now()
+    session.flush()
+    return issue, cancel_queued(session, [issue.id])

@@ -82,16 +82,21 @@ def _report_for(session: so.Session, issue: Issue) -> IssueReport:
     )
 
 
-def issue_report(session: so.Session, ref: str | int, *, lease: float = 30.0) -> IssueReport:
-    """Return the state of one issue's send (recovering rows of lost workers first)."""
-    recover_lost_workers(session, lease=lease)
+def issue_report(
+    session: so.Session, ref: str | int, *, lease: float = 30.0, recover: bool = True
+) -> IssueReport:
+    """Return the state of one issue's send (recovering rows of lost workers first, unless
+    `recover` is False: `newsletter status` only reads)."""
+    if recover:
+        recover_lost_workers(session, lease=lease)
     return _report_for(session, find_issue(session, ref))
 
 
 def recent_reports(
-    session: so.Session, *, limit: int = 20, lease: float = 30.0
+    session: so.Session, *, limit: int = 20, lease: float = 30.0, recover: bool = True
 ) -> list[IssueReport]:
-    """Return the state of the most recent sends, newest first."""
-    recover_lost_workers(session, lease=lease)
+    """Return the state of the most recent sends, newest first (see issue_report)."""
+    if recover:
+        recover_lost_workers(session, lease=lease)
     issues = session.scalars(sa.select(Issue).order_by(Issue.id.desc()).limit(limit))
     return [_report_for(session, issue) for issue in issues]

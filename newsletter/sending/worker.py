@@ -29,6 +29,7 @@ from newsletter import logs
 from newsletter import metrics
 from newsletter import retention
 from newsletter.db import Database
+from newsletter.db import rowcount
 from newsletter.mail import Mailer
 from newsletter.mail import SesMailer
 from newsletter.models import Delivery
@@ -48,6 +49,7 @@ from newsletter.pacing import QuotaExhausted
 from newsletter.pacing import in_flight_for
 from newsletter.sending.ledger import QUOTA_RECHECK
 from newsletter.sending.ledger import Job
+from newsletter.sending.ledger import cancel_queued
 from newsletter.sending.ledger import claim
 from newsletter.sending.ledger import finish_issues
 from newsletter.sending.ledger import heartbeat
@@ -110,7 +112,7 @@ class WorkerSettings:
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         values.setdefault("batch_size", max(50, values["concurrency"] * 10))
-        return cls(**values)
+        return cls(**values)  # type: ignore[arg-type]
 
 
 def worker_mailer(mailer: Mailer, config: Mapping[str, Any], concurrency: int) -> Mailer:
@@ -155,10 +157,19 @@ class DeliveryWorker:
         # Its own engine: the loop commits hundreds of times a second, and a liveness
         # ping on every pool checkout would double the round trips. A dropped connection
         # fails one round, which is retried (see _tick).
-        self.database = Database(database.url, pool_pre_ping=False, pool_size=2)
+        self.settings = settings or WorkerSettings.from_config(config)
+        engine_options: dict[str, Any] = {"pool_pre_ping": False, "pool_size": 2}
+        if not database.is_sqlite:
+            # A worker stalled inside a transaction (SIGSTOP, a frozen VM) would hold its row
+            # locks for ever; PostgreSQL ends such a session after the lease, so the others
+            # can recover its rows. (Our transactions never wait on SES.)
+            timeout = int(self.settings.lease * 1000)
+            engine_options["connect_args"] = {
+                "options": f"-c idle_in_transaction_session_timeout={timeout}"
+            }
+        self.database = Database(database.url, **engine_options)
         self.mailer = mailer
         self.config = config
-        self.settings = settings or WorkerSettings.from_config(config)
         self.pacer = Pacer(self.database, pace, quota_source)
         self.book = SlotBook(self.settings.concurrency)
         self.issue_id = issue_id
@@ -265,7 +276,7 @@ class DeliveryWorker:
     def _install_signal_handlers(self) -> dict[int, Any]:
         if threading.current_thread() is not threading.main_thread():
             return {}
-        previous = {}
+        previous: dict[int, Any] = {}
 
         def handler(signum: int, frame: Any) -> None:
             if self._stop.is_set():
@@ -309,7 +320,12 @@ class DeliveryWorker:
                     return
                 if self._stop.is_set():
                     return
-            due = self._due_jobs()
+            try:
+                due = self._due_jobs()
+            except sqlalchemy.exc.OperationalError as exc:
+                log.error("database error, retrying: %s", exc)
+                time.sleep(1.0)
+                continue
             if self._pending or due or self._heartbeat_due():
                 for job in self._tick(due):
                     pool.submit(self._send, job)
@@ -423,6 +439,7 @@ class DeliveryWorker:
             jobs = claim(session, self.id, issue_ids, self.settings.batch_size, self._now())
             for issue_id in {job.issue_id for job in jobs} - set(self._renderers):
                 issue = session.get(Issue, issue_id)
+                assert issue is not None  # the rows just claimed reference it
                 self._renderers[issue_id] = IssueRenderer.for_issue(issue, issue.list, self.config)
         self._buffer.extend(jobs)
 
@@ -596,16 +613,18 @@ class DeliveryWorker:
         # The streak most likely failed for a common cause, not the readers: give their
         # failed rows back to the queue so resuming sends to them. Unknown rows stay
         # unknown: SES may have taken them.
-        requeued = session.execute(
-            sa.update(Delivery)
-            .where(
-                Delivery.id.in_(streak),
-                Delivery.claimed_by == self.id,
-                Delivery.status == DeliveryStatus.FAILED,
+        requeued = rowcount(
+            session.execute(
+                sa.update(Delivery)
+                .where(
+                    Delivery.id.in_(streak),
+                    Delivery.claimed_by == self.id,
+                    Delivery.status == DeliveryStatus.FAILED,
+                )
+                .values(status=DeliveryStatus.QUEUED, claimed_by=None, retry_at=None)
+                .execution_options(synchronize_session=False)
             )
-            .values(status=DeliveryStatus.QUEUED, claimed_by=None, retry_at=None)
-            .execution_options(synchronize_session=False)
-        ).rowcount
+        )
         self.progress.failed = max(self.progress.failed - (requeued or 0), 0)
         self._pause(
             session,
@@ -628,7 +647,8 @@ class DeliveryWorker:
         self._release_buffered(session, {issue_id})
 
     def _release_buffered(self, session: so.Session, issue_ids: set[int]) -> None:
-        keep, drop = deque(), []
+        keep: deque[Job] = deque()
+        drop: list[Job] = []
         for job in self._buffer:
             (drop if job.issue_id in issue_ids else keep).append(job)
         self._buffer = keep
@@ -667,7 +687,7 @@ class DeliveryWorker:
         ).all()
         by_id = {row.id: row for row in rows}
         now = self._now()
-        candidates, suppressed, stopped_issues = [], {}, set()
+        candidates, suppressed, stopped_issues, cancelled = [], {}, set(), []
         taken = False
         for job in due:
             row = by_id.get(job.delivery_id)
@@ -675,6 +695,9 @@ class DeliveryWorker:
                 continue  # deleted or cancelled meanwhile: not to be sent
             if row.claimed_by != self.id:
                 taken = True
+                continue
+            if row.issue_status is IssueStatus.CANCELLED:
+                cancelled.append(job.delivery_id)
                 continue
             if row.issue_status is not IssueStatus.SENDING:
                 stopped_issues.add(job.issue_id)
@@ -693,6 +716,9 @@ class DeliveryWorker:
                 suppressed[job.delivery_id] = reason
             else:
                 candidates.append(job)
+        if cancelled:
+            # Came back to the queue after the editor cancelled (a call never made).
+            cancel_queued(session, sa.select(Issue.id).where(Issue.status == IssueStatus.CANCELLED))
         mark_suppressed(session, self.id, suppressed, now)
         self.progress.suppressed += len(suppressed)
         for job in due:
@@ -734,6 +760,9 @@ class DeliveryWorker:
             if self._halt.is_set():
                 return False
             recover_lost_workers(session, lease=self.settings.lease)
+            # Rows that went back to the queue (a retry, a throttle) after their send was
+            # cancelled: they are not sent either.
+            cancel_queued(session, sa.select(Issue.id).where(Issue.status == IssueStatus.CANCELLED))
             promote_due_issues(session, quota_left)
             query = sa.select(Issue.id).where(Issue.status == IssueStatus.SENDING)
             if self.issue_id is not None:

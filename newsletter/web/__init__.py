@@ -141,16 +141,18 @@ def _register_error_handlers(app: Flask) -> None:
             return exc
         own_words = exc.description and exc.description != type(exc).description
         message = exc.description if own_words else MESSAGES.get(exc.code, exc.name)
-        headers = {}
+        response = error_page(exc.code, TITLES.get(exc.code, exc.name), message or exc.name)
         if exc.code == 405 and exc.valid_methods:  # type: ignore[attr-defined]
-            headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
-        return error_page(exc.code, TITLES.get(exc.code, exc.name), message, **headers)
+            response.headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
+        return response
 
     @app.errorhandler(sqlalchemy.exc.OperationalError)
     @app.errorhandler(sqlalchemy.exc.InterfaceError)
     def _database_down(exc: Exception) -> Any:
         log.error("database unavailable: %s", exc)
-        return error_page(503, None, MESSAGES[503], **{"Retry-After": "30"})
+        response = error_page(503, None, MESSAGES[503])
+        response.headers["Retry-After"] = "30"
+        return response
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Any:
@@ -162,7 +164,9 @@ def init_app(app: Flask) -> None:
     """Register blueprints, the session teardown, error pages and headers."""
     if app.config["PROXY_COUNT"]:
         count = app.config["PROXY_COUNT"]
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count, x_host=count)
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=count, x_proto=count, x_host=count
+        )
 
     from newsletter.web import admin
     from newsletter.web import archive

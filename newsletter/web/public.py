@@ -305,6 +305,7 @@ def unsubscribe(token: str):
             )
     except (tokens.InvalidToken, subscriptions.SubscriptionGone) as exc:
         return _unsubscribe_problem(exc)
+    assert subscription is not None  # resubscribe answers with the reader's subscription
     mailing_list = subscription.list
     i18n.set_page_language(mailing_list.language)
     status = subscription.status

@@ -120,7 +120,7 @@ def sends_chart(
         )
     for index, send in enumerate(sends):
         x = left + slot * index + (slot - bar) / 2
-        floor = top + plot_h
+        floor = float(top + plot_h)
         for css, label, statuses in SEND_PARTS:
             number = send.count(*statuses)
             if not number:

@@ -104,7 +104,7 @@ def _too_large(exc: RequestEntityTooLarge) -> Any:
     return error_page(413, "File too large", message)
 
 
-def _size(count: int) -> str:
+def _size(count: float) -> str:
     for unit in ("bytes", "KB", "MB", "GB"):
         if count < 1024 or unit == "GB":
             return f"{count:,.0f} {unit}" if unit == "bytes" else f"{count:,.1f} {unit}"
@@ -147,6 +147,7 @@ def import_upload():
         try:
             # Checked before it is stored: a file that cannot be imported is not kept.
             columns = imports.read_columns(upload.stream)
+            sample = imports.read_sample(upload.stream)
             email_column, name_column = _mapping_defaults(columns)
             if email_column is None and any("@" in c for c in columns):
                 raise UploadError(
@@ -169,6 +170,7 @@ def import_upload():
         size=_size(size),
         mailing_list=mailing_list,
         columns=columns,
+        sample=sample,
         email_column=email_column,
         name_column=name_column,
         consent=None,
@@ -199,6 +201,7 @@ def import_start():
         with _open_staged(token) as stream:
             upload_id, size = stream.upload_id, stream.size
             columns = imports.read_columns(stream)
+            sample = imports.read_sample(stream)
         mailing_list = _known_list(list_slug)
     except (UploadError, imports.ImportFileError) as exc:
         return _form_page(str(exc), 400, list_slug)
@@ -223,6 +226,7 @@ def import_start():
                 size=_size(size),
                 mailing_list=mailing_list,
                 columns=columns,
+                sample=sample,
                 email_column=email_column if email_column in columns else None,
                 name_column=name_column if name_column in columns else None,
                 consent=consent if consent in CONSENT_CHOICES else None,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import UTC
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -103,21 +102,12 @@ def _read_upload() -> tuple[str | None, str | None, list[str]]:
 
 def _parse_at(value: str) -> datetime | None:
     """Parse the schedule field (a datetime-local value, in UTC); raise NewsletterError."""
-    value = value.strip()[:40]
-    if not value:
+    if not value.strip():
         return None
     try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        raise NewsletterError(
-            f"{value!r} is not a date and time; pick one like 2026-12-01 09:00 (UTC)."
-        ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    when = when.astimezone(UTC)
-    if when <= clock.now():
-        raise NewsletterError(f"{when:%Y-%m-%d %H:%M} UTC is in the past; pick a later time.")
-    return when
+        return clock.parse_schedule(value)
+    except ValueError as exc:
+        raise NewsletterError(str(exc)) from None
 
 
 def _load(token: str) -> drafts.Draft:
@@ -299,7 +289,7 @@ def _checked(draft: drafts.Draft) -> tuple[sending.SendPlan, datetime | None]:
     if request.values.get("mode") == "schedule" and not request.values.get("at", "").strip():
         raise NewsletterError("Pick the date and time (UTC) to schedule the send for.")
     when = _parse_at(request.values.get("at", ""))
-    sending.check_can_send(plan)
+    sending.check_can_send(plan, allow_clipping=request.values.get("allow_clipping") == "1")
     return plan, when
 
 
@@ -406,3 +396,47 @@ def issue_progress(issue_id: int):
     # the database at most about a tenth of its time.
     data["next_poll_ms"] = max(1000, round((time.perf_counter() - started) * 10_000))
     return jsonify(data)
+
+
+# --- editor actions on a send: cancel, retry ------------------------------------------------
+
+
+@bp.post("/issues/<int:issue_id>/cancel", endpoint="issue_cancel")
+def issue_cancel(issue_id: int):
+    """Cancel the send: nothing more is claimed; readers not yet sent to get nothing."""
+    issue = _issue_or_404(issue_id)
+    try:
+        _, count = sending.cancel_send(db_session(), issue.id)
+    except sending.SendError as exc:
+        flash(str(exc), "error")
+    else:
+        commit()
+        flash(f"Cancelled: {count} readers not yet sent to get nothing.", "ok")
+    return redirect(url_for("admin.issue_detail", issue_id=issue_id))
+
+
+@bp.post("/issues/<int:issue_id>/retry", endpoint="issue_retry")
+def issue_retry(issue_id: int):
+    """Send the failed messages again, or the unknown ones (the editor accepts that some
+    readers may get a second copy, and has ticked the box saying so)."""
+    issue = _issue_or_404(issue_id)
+    which = request.form.get("which")
+    if which not in ("failed", "unknown"):
+        abort(400)
+    if which == "unknown" and request.form.get("accept_second_copy") != "1":
+        flash(
+            "Tick the box to accept that some readers may get a second copy, or leave the "
+            "unknown messages as they are.",
+            "error",
+        )
+        return redirect(url_for("admin.issue_detail", issue_id=issue_id))
+    retry = sending.retry_unknown if which == "unknown" else sending.retry_failed
+    try:
+        _, count = retry(db_session(), issue.id)
+    except sending.SendError as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("admin.issue_detail", issue_id=issue_id))
+    commit()
+    _keep_going(issue)
+    flash(f"Sending the {count} {which} messages again.", "ok")
+    return redirect(url_for("admin.issue_detail", issue_id=issue_id))

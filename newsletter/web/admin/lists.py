@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import flash
 from flask import redirect
 from flask import render_template
@@ -27,7 +29,7 @@ def _form_values() -> dict[str, str]:
     return values
 
 
-def _core_fields(values: dict[str, str]) -> dict[str, str | None]:
+def _core_fields(values: dict[str, str]) -> dict[str, Any]:
     """The form's fields as the core takes them (empty optional fields become None)."""
     return {
         "name": values["name"],
