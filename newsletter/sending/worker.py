@@ -28,6 +28,8 @@ from newsletter import clock
 from newsletter import logs
 from newsletter import metrics
 from newsletter import retention
+from newsletter.config import Settings
+from newsletter.config import settings_of
 from newsletter.db import Database
 from newsletter.db import rowcount
 from newsletter.mail import Mailer
@@ -98,21 +100,22 @@ class WorkerSettings:
 
     # The most SES calls in flight; the worker keeps fewer, as many as its rate needs
     # at the latency it measures (newsletter.pacing.in_flight_for).
-    concurrency: int = 64
+    concurrency: int = Settings.send_concurrency
     batch_size: int = 200
-    lease: float = 30.0
-    max_consecutive_errors: int = 10
+    lease: float = Settings.worker_lease
+    max_consecutive_errors: int = Settings.send_max_consecutive_errors
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], **overrides: Any) -> WorkerSettings:
-        values = {
-            "concurrency": int(config.get("SEND_CONCURRENCY") or 64),
-            "lease": float(config.get("WORKER_LEASE") or 30),
-            "max_consecutive_errors": int(config.get("SEND_MAX_CONSECUTIVE_ERRORS") or 10),
+        settings = settings_of(config)
+        values: dict[str, Any] = {
+            "concurrency": settings.send_concurrency,
+            "lease": float(settings.worker_lease),
+            "max_consecutive_errors": settings.send_max_consecutive_errors,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         values.setdefault("batch_size", max(50, values["concurrency"] * 10))
-        return cls(**values)  # type: ignore[arg-type]
+        return cls(**values)
 
 
 def worker_mailer(mailer: Mailer, config: Mapping[str, Any], concurrency: int) -> Mailer:
@@ -123,7 +126,7 @@ def worker_mailer(mailer: Mailer, config: Mapping[str, Any], concurrency: int) -
             endpoint_url=config.get("SES_ENDPOINT_URL"),
             configuration_set=config.get("SES_CONFIGURATION_SET"),
             max_pool_connections=max(concurrency, 10),
-            timeout=float(config.get("SES_TIMEOUT") or 15),
+            timeout=float(settings_of(config).ses_timeout),
         )
     return mailer
 
