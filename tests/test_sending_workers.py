@@ -359,18 +359,27 @@ def test_a_worker_stopped_past_its_lease_sends_nothing_twice(app, db_session, se
         log.unlink(missing_ok=True)
     env = {"NEWSLETTER_WORKER_LEASE": str(lease)}
     first = _worker_process(app, ses_fake, 60, log=logs[0], extra_env=env)
-    _wait_for(lambda: len(ses_fake.accepted) >= 20)
-    first.send_signal(signal.SIGSTOP)
+    processes = [first]
     try:
-        time.sleep(lease + 2)  # past its lease, on the database's clock
-        stalled_at = len(ses_fake.accepted)
-        second = _worker_process(app, ses_fake, 60, "--once", log=logs[1], extra_env=env)
-        _wait_for(lambda: len(ses_fake.accepted) >= stalled_at + 30)
+        _wait_for(lambda: len(ses_fake.accepted) >= 20)
+        first.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(lease + 2)  # past its lease, on the database's clock
+            stalled_at = len(ses_fake.accepted)
+            second = _worker_process(app, ses_fake, 60, "--once", log=logs[1], extra_env=env)
+            processes.append(second)
+            _wait_for(lambda: len(ses_fake.accepted) >= stalled_at + 30)
+        finally:
+            first.send_signal(signal.SIGCONT)
+        assert first.wait(timeout=30) == 1, logs[0].read_text()[-3000:]
+        assert "declared it lost" in logs[0].read_text()
+        assert "Traceback" not in logs[0].read_text(), logs[0].read_text()[-3000:]
+        assert second.wait(timeout=60) == 0, logs[1].read_text()[-3000:]
     finally:
-        first.send_signal(signal.SIGCONT)
-    assert first.wait(timeout=30) == 1, logs[0].read_text()[-3000:]
-    assert "declared it lost" in logs[0].read_text()
-    assert second.wait(timeout=60) == 0, logs[1].read_text()[-3000:]
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
 
     counts = _check_nothing_twice_nothing_lost(db_session, ses_fake, issue_id, readers)
     assert counts.get(DeliveryStatus.UNKNOWN, 0) <= CONCURRENCY
