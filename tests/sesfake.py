@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 import socket
 import struct
 import threading
@@ -72,11 +73,16 @@ class SesFake:
     rules: list[Rule] = field(default_factory=list)
     requests: int = 0
     throttled: int = 0
+    # Misbehave at random: kind -> probability per SendEmail (bench/send_faults.py).
+    chaos: dict[str, float] = field(default_factory=dict)
+    chaos_seconds: float = 0.0  # for "late" and "hang"
+    seed: int = 0
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._recent: deque[float] = deque()
         self._server: ThreadingHTTPServer | None = None
+        self._random = random.Random(self.seed)
 
     # -- control --
 
@@ -119,6 +125,11 @@ class SesFake:
                     if rule.count > 0 and rule.recipient == wanted:
                         rule.count -= 1
                         return rule
+            draw = self._random.random()
+            for kind, probability in self.chaos.items():
+                if draw < probability:
+                    return Rule(kind, seconds=self.chaos_seconds)
+                draw -= probability
         return None
 
     def _over_rate(self, now: float) -> bool:
