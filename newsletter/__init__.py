@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 
+from newsletter.config import Settings
 from newsletter.config import data_dir
 from newsletter.config import default_instance_path
 from newsletter.config import load_config
@@ -31,6 +32,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         instance_relative_config=False,
     )
     app.config.update(config)
+    # The typed, frozen view of the same settings, built once (config.Settings).
+    app.extensions["newsletter.settings"] = Settings.from_config(config)
     app.config["SESSION_COOKIE_HTTPONLY"] = True
     app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
     app.config["SESSION_COOKIE_SECURE"] = config["ENV"] == "production" and not config.get(

@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy.orm as so
 
 from newsletter import sending
+from newsletter.config import settings_of
 from newsletter.db import Database
 from newsletter.mail import Mailer
 from newsletter.pacing import PaceSettings
@@ -42,7 +43,8 @@ class BackgroundDelivery:
 
     def needed(self, session: so.Session) -> bool:
         """True when no worker of another process is running to deliver a new send."""
-        worker = sending.live_worker(session, lease=float(self.config.get("WORKER_LEASE") or 30))
+        lease = float(settings_of(self.config).worker_lease)
+        worker = sending.live_worker(session, lease=lease)
         return worker is None or worker.id in self.worker_ids
 
     def pace(self) -> PaceSettings:

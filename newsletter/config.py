@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
+from typing import get_type_hints
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # The checkout (an editable install runs from it); in an installed wheel, site-packages.
@@ -35,76 +38,97 @@ def default_instance_path() -> Path:
 
 # Every setting the application reads, with its default. Deployment values come from
 # NEWSLETTER_<NAME> environment variables (see README "Configuration").
-DEFAULTS: dict[str, Any] = {
+@dataclass(frozen=True)
+class Settings:
+    """Every setting, typed, with its default: the one place defaults are written.
+
+    Deployments set them with NEWSLETTER_<NAME> environment variables (README,
+    "Configuration"); load_config reads them once at start-up. The app keeps the result
+    both as Flask's config (string keys) and as this frozen object
+    (`app.extensions["newsletter.settings"]`, or settings_of(config)).
+    """
+
     # "production" or "development"; tests pass TESTING=True instead.
-    "ENV": "production",
+    env: str = "production"
     # SQLAlchemy URL; None means a SQLite file under the instance folder.
-    "DATABASE_URL": None,
+    database_url: str | None = None
     # Signs tokens and session cookies. Required in production.
-    "SECRET_KEY": None,
+    secret_key: str | None = None
     # Public URL used in every link in emails. Required in production.
-    "BASE_URL": None,
+    base_url: str | None = None
     # "outbox" (.eml files) or "ses".
-    "MAIL_BACKEND": "outbox",
+    mail_backend: str = "outbox"
     # Where the outbox backend writes; None means instance/outbox.
-    "OUTBOX_DIR": None,
-    "SES_REGION": None,
-    "SES_ENDPOINT_URL": None,
-    "SES_CONFIGURATION_SET": None,
+    outbox_dir: str | None = None
+    ses_region: str | None = None
+    ses_endpoint_url: str | None = None
+    ses_configuration_set: str | None = None
     # Messages per second across all workers; None reads the SES account quota.
-    "SEND_RATE": None,
+    send_rate: float | None = None
     # The most sends in flight at once per worker process (threads; SES latency hides
     # behind them); a worker keeps as many as its rate needs at the latency it measures.
-    "SEND_CONCURRENCY": 64,
+    send_concurrency: int = 64
     # A worker silent for this many seconds is taken for dead: its in-flight rows
     # become "unknown" (on the same machine a vanished process is noticed at once).
-    "WORKER_LEASE": 30,
+    worker_lease: int = 30
     # This many errors in a row pause the send (a cause common to all, not the readers).
-    "SEND_MAX_CONSECUTIVE_ERRORS": 10,
+    send_max_consecutive_errors: int = 10
     # Seconds to wait for SES to answer one call before retrying it later.
-    "SES_TIMEOUT": 15.0,
+    ses_timeout: float = 15.0
     # Comma-separated SNS topic ARNs whose notifications are accepted.
-    "SNS_TOPIC_ARNS": "",
+    sns_topic_arns: str = ""
     # With a domain set, List-Unsubscribe also offers mailto:u+TOKEN@DOMAIN; mail to it
     # (SES receiving -> the SNS topic above) unsubscribes. See docs/bounces.md.
-    "UNSUBSCRIBE_MAILTO_DOMAIN": None,
+    unsubscribe_mailto_domain: str | None = None
     # Reject SNS messages whose signed Timestamp is older than this many seconds (0: no
     # limit). Replays are harmless anyway (deduplicated by MessageId); see docs/bounces.md.
-    "SNS_MAX_AGE": 0,
+    sns_max_age: int = 0
     # Confirmation links expire after this many seconds (7 days).
-    "CONFIRM_MAX_AGE": 7 * 24 * 3600,
+    confirm_max_age: int = 7 * 24 * 3600
     # At most this many confirmation emails per address per 24 hours.
-    "CONFIRM_EMAILS_PER_DAY": 3,
+    confirm_emails_per_day: int = 3
     # Signup form posts allowed per client IP per window.
-    "SIGNUP_IP_LIMIT": 30,
-    "SIGNUP_IP_WINDOW": 600,
+    signup_ip_limit: int = 30
+    signup_ip_window: int = 600
     # Signup form posts allowed per address per window (beyond this: same page, nothing done).
-    "SIGNUP_ADDRESS_LIMIT": 10,
-    "SIGNUP_ADDRESS_WINDOW": 3600,
+    signup_address_limit: int = 10
+    signup_address_window: int = 3600
     # email-validator DNS deliverability checks (off: no network at signup).
-    "CHECK_DELIVERABILITY": False,
+    check_deliverability: bool = False
     # Largest request body accepted, in bytes (uploads of CSV files are larger: see admin).
-    "MAX_CONTENT_LENGTH": 16 * 1024 * 1024,
+    max_content_length: int = 16 * 1024 * 1024
     # Trust this many reverse proxies for X-Forwarded-For (0: use the socket address).
-    "PROXY_COUNT": 0,
+    proxy_count: int = 0
     # Hard bounces suppress at once; this many transient ones within the window do too.
-    "SOFT_BOUNCE_LIMIT": 3,
-    "SOFT_BOUNCE_DAYS": 15,
+    soft_bounce_limit: int = 3
+    soft_bounce_days: int = 15
     # Console login attempts allowed per client IP, and per account, per window (seconds).
-    "LOGIN_IP_LIMIT": 20,
-    "LOGIN_ACCOUNT_LIMIT": 10,
-    "LOGIN_WINDOW": 900,
+    login_ip_limit: int = 20
+    login_account_limit: int = 10
+    login_window: int = 900
     # Largest CSV file the console's import page accepts, in bytes.
-    "IMPORT_MAX_BYTES": 512 * 1024 * 1024,
+    import_max_bytes: int = 512 * 1024 * 1024
     # Bearer token for GET /metrics (Prometheus); unset, /metrics answers 404.
-    "METRICS_TOKEN": None,
+    metrics_token: str | None = None
     # `newsletter db prune` (and workers, daily) delete rows older than these, in days:
     # rate-limit counters, SNS dedupe rows, console drafts, staged CSV uploads.
-    "RATE_LIMIT_RETENTION_DAYS": 2,
-    "SNS_DEDUPE_RETENTION_DAYS": 30,
-    "DRAFT_RETENTION_DAYS": 30,
-    "UPLOAD_RETENTION_DAYS": 1,
-}
+    rate_limit_retention_days: int = 2
+    sns_dedupe_retention_days: int = 30
+    draft_retention_days: int = 30
+    upload_retention_days: int = 1
+    # Logging (newsletter.logs reads these before the app exists): the least severe level
+    # written, and "text" or "json".
+    log_level: str = "info"
+    log_format: str = "text"
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Settings:
+        """Return the typed view of a config mapping (missing keys take their defaults)."""
+        return cls(**{f.name: config.get(f.name.upper(), f.default) for f in fields(cls)})
+
+
+# The defaults by NEWSLETTER_ name (without the prefix), as Flask's config holds them.
+DEFAULTS: dict[str, Any] = {f.name.upper(): f.default for f in fields(Settings)}
 
 # Settings that have no default in production: start-up fails naming the variable.
 REQUIRED_IN_PRODUCTION = ("SECRET_KEY", "BASE_URL")
@@ -119,32 +143,11 @@ RETENTION_KEYS = (
     "UPLOAD_RETENTION_DAYS",
 )
 
-_INT_KEYS = {
-    "CONFIRM_MAX_AGE",
-    "CONFIRM_EMAILS_PER_DAY",
-    "SIGNUP_IP_LIMIT",
-    "SIGNUP_IP_WINDOW",
-    "SIGNUP_ADDRESS_LIMIT",
-    "SIGNUP_ADDRESS_WINDOW",
-    "MAX_CONTENT_LENGTH",
-    "PROXY_COUNT",
-    "SOFT_BOUNCE_LIMIT",
-    "SOFT_BOUNCE_DAYS",
-    "SNS_MAX_AGE",
-    "SEND_CONCURRENCY",
-    "WORKER_LEASE",
-    "SEND_MAX_CONSECUTIVE_ERRORS",
-    "LOGIN_IP_LIMIT",
-    "LOGIN_ACCOUNT_LIMIT",
-    "LOGIN_WINDOW",
-    "IMPORT_MAX_BYTES",
-    "RATE_LIMIT_RETENTION_DAYS",
-    "SNS_DEDUPE_RETENTION_DAYS",
-    "DRAFT_RETENTION_DAYS",
-    "UPLOAD_RETENTION_DAYS",
-}
-_FLOAT_KEYS = {"SEND_RATE", "SES_TIMEOUT"}
-_BOOL_KEYS = {"CHECK_DELIVERABILITY"}
+# How each NEWSLETTER_ variable is read, from the field types of Settings.
+_TYPES = {name.upper(): hint for name, hint in get_type_hints(Settings).items()}
+_INT_KEYS = {key for key, hint in _TYPES.items() if hint is int}
+_FLOAT_KEYS = {key for key, hint in _TYPES.items() if hint in (float, float | None)}
+_BOOL_KEYS = {key for key, hint in _TYPES.items() if hint is bool}
 
 
 _DOMAIN = re.compile(r"^(?=.{4,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$")
@@ -238,3 +241,8 @@ def load_config(
             arn.strip() for arn in config["SNS_TOPIC_ARNS"].split(",") if arn.strip()
         )
     return config
+
+
+def settings_of(config: Mapping[str, Any]) -> Settings:
+    """Return the frozen, typed settings of an app's config (or of any config mapping)."""
+    return Settings.from_config(config)

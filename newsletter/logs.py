@@ -24,6 +24,7 @@ from typing import Any
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
+from newsletter.config import DEFAULTS
 from newsletter.config import ConfigError
 
 LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -127,8 +128,8 @@ def settings(
 ) -> dict[str, Any]:
     """Return the dictConfig for a level and format (defaults: NEWSLETTER_LOG_*, info, text)."""
     environ = os.environ if environ is None else environ
-    level = (level or environ.get("NEWSLETTER_LOG_LEVEL") or "info").strip().lower()
-    fmt = (fmt or environ.get("NEWSLETTER_LOG_FORMAT") or "text").strip().lower()
+    level = (level or environ.get("NEWSLETTER_LOG_LEVEL") or DEFAULTS["LOG_LEVEL"]).strip().lower()
+    fmt = (fmt or environ.get("NEWSLETTER_LOG_FORMAT") or DEFAULTS["LOG_FORMAT"]).strip().lower()
     if level not in LEVELS:
         raise ConfigError(f"NEWSLETTER_LOG_LEVEL must be one of {', '.join(LEVELS)}, got {level!r}")
     if fmt not in FORMATS:

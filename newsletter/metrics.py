@@ -55,7 +55,10 @@ CONFIRMATIONS = Counter(
     "newsletter_confirmations",
     "Subscriptions made active by their reader: confirmed, or taken back within 30 days.",
 )
-UNSUBSCRIBES = Counter("newsletter_unsubscribes", "Subscriptions ended by the reader.")
+UNSUBSCRIBES = Counter(
+    "newsletter_unsubscribes",
+    "Subscriptions that became unsubscribed (by the reader or an editor).",
+)
 SNS_NOTIFICATIONS = Counter(
     "newsletter_sns_notifications",
     "SNS posts to /webhooks/ses that were verified, by SES event type (bounce, complaint, "

@@ -365,6 +365,12 @@ class Pacer:
                 return None
             return row.quota_max - row.quota_sent - row.quota_used_since
 
+    def batch(self) -> int:
+        """How many slots one reservation hands out at most (0 without a limit)."""
+        if self.unlimited:
+            return 0
+        return max(1, math.floor(self._rate * RESERVE_HORIZON))
+
     def reserve(self, wanted: int) -> list[float]:
         """Reserve up to `wanted` slots; return their Unix times (spaced 1/rate apart).
 
@@ -378,7 +384,7 @@ class Pacer:
             return [now] * wanted
         if self._window.due(now):
             self.adjust_rate()
-        count = min(wanted, max(1, math.floor(self._rate * RESERVE_HORIZON)))
+        count = min(wanted, self.batch())
         table = cast(sa.Table, SendPace.__table__)
         greatest = sa.func.greatest if self._postgres else sa.func.max
         with self._connection() as connection:

@@ -25,7 +25,7 @@ import sqlalchemy.orm as so
 
 from newsletter import clock
 from newsletter import drafts
-from newsletter.config import DEFAULTS
+from newsletter.config import settings_of
 from newsletter.db import Database
 from newsletter.db import rowcount
 from newsletter.imports import uploads
@@ -60,14 +60,12 @@ class Pruned:
 def cutoffs(config: Mapping[str, Any], now: datetime) -> dict[str, datetime]:
     """Return, per kind, the time before which rows go."""
 
-    def days(key: str) -> timedelta:
-        return timedelta(days=int(config.get(key) or DEFAULTS[key]))
-
+    settings = settings_of(config)
     return {
-        "rate_limit_counters": now - days("RATE_LIMIT_RETENTION_DAYS"),
-        "sns_notifications": now - days("SNS_DEDUPE_RETENTION_DAYS"),
-        "drafts": now - days("DRAFT_RETENTION_DAYS"),
-        "uploads": now - days("UPLOAD_RETENTION_DAYS"),
+        "rate_limit_counters": now - timedelta(days=settings.rate_limit_retention_days),
+        "sns_notifications": now - timedelta(days=settings.sns_dedupe_retention_days),
+        "drafts": now - timedelta(days=settings.draft_retention_days),
+        "uploads": now - timedelta(days=settings.upload_retention_days),
     }
 
 

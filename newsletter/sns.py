@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from newsletter import clock
+from newsletter.config import settings_of
 from newsletter.errors import NewsletterError
 
 log = logging.getLogger(__name__)
@@ -201,7 +202,7 @@ class SnsGateway:
         arns: Iterable[str] = config.get("SNS_TOPIC_ARNS") or ()
         if isinstance(arns, str):
             arns = [a.strip() for a in arns.split(",") if a.strip()]
-        max_age = int(config.get("SNS_MAX_AGE") or 0)
+        max_age = settings_of(config).sns_max_age
         return cls(
             topic_arns=frozenset(arns),
             max_age=timedelta(seconds=max_age) if max_age > 0 else None,

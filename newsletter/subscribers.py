@@ -15,6 +15,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from newsletter import clock
+from newsletter import status_changes
 from newsletter import subscriptions
 from newsletter.addresses import InvalidAddress
 from newsletter.addresses import normalize_address
@@ -204,17 +205,9 @@ def remove(session: so.Session, email: str) -> Removal:
     for subscription, slug in rows:
         if subscription.status not in _LIVE:
             continue
-        subscription.status = SubscriptionStatus.UNSUBSCRIBED
-        subscription.status_changed_at = now
-        subscription.unsubscribed_at = now
-        subscription.confirm_nonce = None  # an old confirmation link must not undo this
-        session.add(
-            SubscriptionEvent(
-                subscription_id=subscription.id,
-                status=SubscriptionStatus.UNSUBSCRIBED,
-                at=now,
-                reason="admin",
-            )
+        # Also voids an old confirmation link: it must not undo this.
+        status_changes.change_status(
+            session, subscription, SubscriptionStatus.UNSUBSCRIBED, "admin", now=now
         )
         changed.append(slug)
     session.flush()

@@ -23,8 +23,8 @@ import sqlalchemy.orm as so
 from newsletter import clock
 from newsletter import i18n
 from newsletter import mail
-from newsletter import metrics
 from newsletter import ratelimits
+from newsletter import status_changes
 from newsletter import suppressions
 from newsletter import tokens
 from newsletter.addresses import Address
@@ -43,7 +43,6 @@ from newsletter.models import ConfirmationEmail
 from newsletter.models import MailingList
 from newsletter.models import Subscriber
 from newsletter.models import Subscription
-from newsletter.models import SubscriptionEvent
 from newsletter.models import SubscriptionStatus
 
 # A reader who unsubscribed (or was one-clicked out by a mail provider) can undo it from
@@ -270,7 +269,7 @@ def _open_pending(
         session.add(subscription)
         _consent(subscription, source, ip, form, now)
         session.flush()
-        _event(session, subscription, "signup", ip)
+        status_changes.record_event(session, subscription, "signup", ip)
     elif subscription.status is SubscriptionStatus.BOUNCED or (
         subscription.status is SubscriptionStatus.COMPLAINED and source not in FORM_SOURCES
     ):
@@ -280,7 +279,9 @@ def _open_pending(
     elif subscription.status in (SubscriptionStatus.UNSUBSCRIBED, SubscriptionStatus.COMPLAINED):
         if not reopen:
             return SignupResult(SignupOutcome.REFUSED, subscription)
-        _set_status(session, subscription, SubscriptionStatus.PENDING, "signup", ip, now)
+        status_changes.change_status(
+            session, subscription, SubscriptionStatus.PENDING, "signup", ip=ip, now=now
+        )
         subscription.source = source
         subscription.confirm_nonce = None  # a new opt-in gets a new link
         _consent(subscription, source, ip, form, now)
@@ -328,42 +329,6 @@ def _consent(
     subscription.consent_at = now
     subscription.consent_ip = (ip or "")[:45] or None
     subscription.consent_form = (form or "")[:MAX_FORM_LENGTH] or None
-
-
-# What each status change counts in the metrics (signups include re-signups).
-_COUNTERS = {
-    SubscriptionStatus.PENDING: metrics.SIGNUPS,
-    SubscriptionStatus.ACTIVE: metrics.CONFIRMATIONS,
-    SubscriptionStatus.UNSUBSCRIBED: metrics.UNSUBSCRIBES,
-}
-
-
-def _event(session: so.Session, subscription: Subscription, reason: str, ip: str | None) -> None:
-    session.add(
-        SubscriptionEvent(
-            subscription_id=subscription.id,
-            status=subscription.status,
-            at=clock.now(),
-            reason=reason,
-            ip=(ip or "")[:45] or None,
-        )
-    )
-    counter = _COUNTERS.get(subscription.status)
-    if counter is not None:
-        metrics.count_on_commit(session, counter)
-
-
-def _set_status(
-    session: so.Session,
-    subscription: Subscription,
-    status: SubscriptionStatus,
-    reason: str,
-    ip: str | None,
-    now: Any,
-) -> None:
-    subscription.status = status
-    subscription.status_changed_at = now
-    _event(session, subscription, reason, ip)
 
 
 # --- The confirmation email ---------------------------------------------------------------
@@ -502,7 +467,9 @@ def confirm(
     subscription.confirm_nonce = None
     subscription.confirmed_at = now
     subscription.unsubscribed_at = None
-    _set_status(session, subscription, SubscriptionStatus.ACTIVE, "confirm", ip, now)
+    status_changes.change_status(
+        session, subscription, SubscriptionStatus.ACTIVE, "confirm", ip=ip, now=now
+    )
     # Confirming a fresh signup is the reader's explicit consent after a complaint.
     suppressions.lift_after_opt_in(session, subscription.subscriber.email)
     session.flush()
@@ -534,11 +501,10 @@ def unsubscribe(
     """Unsubscribe at once (idempotent); bounced and complained stay as they are."""
     subscription = subscription_for_unsubscribe_token(session, token, config, lock=True)
     if subscription.status in (SubscriptionStatus.ACTIVE, SubscriptionStatus.PENDING):
-        now = clock.now()
-        subscription.unsubscribed_at = now
-        # An old confirmation link must not bring the reader back.
-        subscription.confirm_nonce = None
-        _set_status(session, subscription, SubscriptionStatus.UNSUBSCRIBED, reason, ip, now)
+        # change_status also voids an old confirmation link: it must not bring them back.
+        status_changes.change_status(
+            session, subscription, SubscriptionStatus.UNSUBSCRIBED, reason, ip=ip
+        )
         session.flush()
     return subscription
 
@@ -579,6 +545,8 @@ def resubscribe(
             config=config,
         )
     subscription.unsubscribed_at = None
-    _set_status(session, subscription, SubscriptionStatus.ACTIVE, "resubscribe", ip, now)
+    status_changes.change_status(
+        session, subscription, SubscriptionStatus.ACTIVE, "resubscribe", ip=ip, now=now
+    )
     session.flush()
     return SignupResult(SignupOutcome.RESTORED, subscription)

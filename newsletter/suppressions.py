@@ -19,6 +19,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from newsletter import clock
+from newsletter import status_changes
 from newsletter.addresses import InvalidAddress
 from newsletter.addresses import address_key as key_of
 from newsletter.addresses import normalize_address
@@ -26,7 +27,6 @@ from newsletter.errors import NewsletterError
 from newsletter.errors import NotFound
 from newsletter.models import Subscriber
 from newsletter.models import Subscription
-from newsletter.models import SubscriptionEvent
 from newsletter.models import SubscriptionStatus
 from newsletter.models import Suppression
 from newsletter.models import SuppressionReason
@@ -112,13 +112,7 @@ def set_subscriptions(
     ).all()
     now = clock.now()
     for subscription in subscriptions:
-        subscription.status = status
-        subscription.status_changed_at = now
-        if status in {SubscriptionStatus.UNSUBSCRIBED, SubscriptionStatus.COMPLAINED}:
-            subscription.unsubscribed_at = subscription.unsubscribed_at or now
-        session.add(
-            SubscriptionEvent(subscription_id=subscription.id, status=status, reason=reason)
-        )
+        status_changes.change_status(session, subscription, status, reason, now=now)
     return len(subscriptions)
 
 

@@ -23,11 +23,12 @@
     if (bar) {
       bar.max = data.total || 1;
       bar.value = data.done;
-      bar.textContent = data.percent + "%";
+      bar.textContent = Math.floor(data.percent) + "%";
     }
     set("done", data.done);
     set("total", data.total);
-    set("percent", data.percent);
+    // Whole percents, as on every console page (100 only when all is done).
+    set("percent", Math.floor(data.percent));
     set("rate", data.rate === null ? "\u2014" : data.rate.toFixed(1));
     var status = document.getElementById("issue-status");
     if (status) {

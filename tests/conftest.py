@@ -484,6 +484,30 @@ def sns(app: Flask, sns_signer: Any) -> SnsHarness:
 
 
 @pytest.fixture
+def start_issue(
+    app: Flask, db_session: so.Session, make_list: Callable[..., MailingList], make_subscriber: Any
+) -> Callable[..., Any]:
+    """Start sending tests/data/sending-issue.yaml to a new list of `readers` active readers
+    (committed, queued for a worker); return the Issue."""
+    from newsletter import sending
+
+    issue_file = Path(__file__).parent / "data" / "sending-issue.yaml"
+
+    def _start(readers: int = 1) -> Any:
+        mailing_list = make_list()
+        for _ in range(readers):
+            make_subscriber(mailing_list)
+        plan = sending.plan_send(
+            db_session, issue_file, mailing_list.slug, base_url=app.config["BASE_URL"]
+        )
+        issue = sending.start_send(db_session, plan)
+        db_session.commit()
+        return issue
+
+    return _start
+
+
+@pytest.fixture
 def make_ledger(db_session: so.Session, make_list: Callable[..., MailingList]) -> Callable:
     """Create an issue with one `sent` ledger row per address: make_ledger(["a@x.org", ...])."""
     from newsletter.models import Delivery

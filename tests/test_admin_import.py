@@ -130,7 +130,7 @@ def test_upload_map_start_and_follow(
     page = admin_client.get("/admin/import")
     assert page.status_code == 200
     html = page.get_data(as_text=True)
-    assert 'enctype="multipart/form-data"' in html and "No imports yet." in html
+    assert 'enctype="multipart/form-data"' in html and "No imports yet" in html
 
     mapping = upload(admin_client, WITH_BAD_ROWS, filename="../../etc/members.csv")
     assert mapping.status_code == 200

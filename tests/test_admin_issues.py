@@ -538,7 +538,7 @@ def test_figures_table_for_a_sent_issue(
 
 def test_no_lists_yet_points_to_creating_one(admin_client: Any) -> None:
     body = admin_client.get("/admin/issues").get_data(as_text=True)
-    assert "No issue sent yet." in body and "Create a list" in body
+    assert "No issue sent yet" in body and "Create a list" in body
 
 
 # --- access ---------------------------------------------------------------------------------

@@ -5,19 +5,16 @@ from __future__ import annotations
 import json
 import logging
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from newsletter import logs
-from newsletter import sending
 from newsletter.mail import MemoryMailer
 from newsletter.pacing import PaceSettings
 from newsletter.sending import DeliveryWorker
 from newsletter.sending import WorkerSettings
 
-ISSUE_FILE = Path(__file__).parent / "data" / "sending-issue.yaml"
 TEXT_LINE = re.compile(
     r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (?P<level>[A-Z]+) (?P<logger>\S+)"
     r"(?: \[(?P<context>[^\]]*)\])?: (?P<message>.*)$"
@@ -109,15 +106,9 @@ class _FailingMailer(MemoryMailer):
 
 
 def test_worker_records_carry_the_worker_and_issue_ids(
-    app: Any, db_session: Any, make_list: Any, make_subscriber: Any, caplog: Any
+    app: Any, start_issue: Any, caplog: Any
 ) -> None:
-    mailing_list = make_list()
-    make_subscriber(mailing_list)
-    plan = sending.plan_send(
-        db_session, ISSUE_FILE, mailing_list.slug, base_url=app.config["BASE_URL"]
-    )
-    issue = sending.start_send(db_session, plan)
-    db_session.commit()
+    issue = start_issue(readers=1)
     logs.configure(environ={})  # as `newsletter worker` does
     worker = DeliveryWorker(
         app.extensions["newsletter.db"],
@@ -135,17 +126,8 @@ def test_worker_records_carry_the_worker_and_issue_ids(
         assert (record.worker_id, record.issue_id) == (worker.id, issue.id)
 
 
-def test_no_progress_bar_when_output_is_not_a_terminal(
-    app: Any, db_session: Any, make_list: Any, make_subscriber: Any, runner: Any
-) -> None:
-    mailing_list = make_list()
-    for _ in range(3):
-        make_subscriber(mailing_list)
-    plan = sending.plan_send(
-        db_session, ISSUE_FILE, mailing_list.slug, base_url=app.config["BASE_URL"]
-    )
-    sending.start_send(db_session, plan)
-    db_session.commit()
+def test_no_progress_bar_when_output_is_not_a_terminal(start_issue: Any, runner: Any) -> None:
+    start_issue(readers=3)
     result = runner("worker", "--once")
     assert result.exit_code == 0, result.output
     assert "Sent 3, failed 0" in result.output

@@ -24,7 +24,6 @@ from sns_fixtures import ses_event
 
 from newsletter import create_app
 from newsletter import metrics
-from newsletter import sending
 from newsletter import tokens
 from newsletter.errors import NewsletterError
 from newsletter.mail import SesMailer
@@ -38,7 +37,6 @@ from newsletter.sending import WorkerSettings
 
 TOKEN = "s3cret-metrics-token"
 ROOT = Path(__file__).resolve().parent.parent
-ISSUE_FILE = ROOT / "tests" / "data" / "sending-issue.yaml"
 CONFIRM_PATH = re.compile(r"https://news\.example\.com(/confirm/[A-Za-z0-9_.\-]+)")
 # Every name issue 16 asks for (counters carry _total, the histogram _bucket/_sum/_count).
 NAMES = {
@@ -102,17 +100,11 @@ def test_metrics_expose_every_name_with_the_token(
     app: Any,
     client: Any,
     db_session: Any,
-    make_list: Any,
-    make_subscriber: Any,
+    start_issue: Any,
     make_ledger: Any,
     sns: Any,
 ) -> None:
-    mailing_list = make_list()
-    make_subscriber(mailing_list)
-    plan = sending.plan_send(
-        db_session, ISSUE_FILE, mailing_list.slug, base_url=app.config["BASE_URL"]
-    )
-    sending.start_send(db_session, plan)
+    start_issue(readers=1)
     waiting, _ = make_ledger(["queued@example.org", "q2@example.org"], DeliveryStatus.QUEUED)
     db_session.commit()
     quota = AccountQuota(max_send_rate=20, max_24_hour_send=1000, sent_last_24_hours=10)
@@ -196,16 +188,9 @@ def test_sns_notifications_by_type_and_webhook_failures(
 
 
 def test_ses_calls_are_timed_and_messages_counted_by_outcome(
-    app: Any, db_session: Any, make_list: Any, make_subscriber: Any, moto_ses: Any
+    app: Any, start_issue: Any, moto_ses: Any
 ) -> None:
-    mailing_list = make_list()
-    for _ in range(3):
-        make_subscriber(mailing_list)
-    plan = sending.plan_send(
-        db_session, ISSUE_FILE, mailing_list.slug, base_url=app.config["BASE_URL"]
-    )
-    issue = sending.start_send(db_session, plan)
-    db_session.commit()
+    issue = start_issue(readers=3)
     calls = value("newsletter_ses_call_seconds_count")
     sent = value("newsletter_messages_total", outcome="sent", issue=str(issue.id))
     mailer = SesMailer(endpoint_url=moto_ses.url)

@@ -93,8 +93,9 @@ def paced(app):
 
 def _window(pacer: Pacer, clock: FakeClock, *, calls: int, throttles: int) -> None:
     """One second of sending: `calls` slots reserved, `throttles` of them throttled."""
-    for _ in range(calls):
-        pacer.reserve(1)
+    left = calls
+    while left > 0:  # (a reservation hands out at most 0.1 s worth)
+        left -= len(pacer.reserve(left))
     pacer.throttled(throttles)
     clock.now += pacer_window()
     pacer.recover_rate()
@@ -177,3 +178,41 @@ def test_slots_follow_the_lowered_rate(paced):
     clock.now += 10  # past every slot reserved so far
     slots = pacer.reserve(3)
     assert [round(b - a, 6) for a, b in zip(slots, slots[1:], strict=False)] == [0.02, 0.02]
+
+
+# --- the slot book's share: slots reserved a batch at a time, passed slots kept unbounded ---
+
+
+@pytest.mark.parametrize(
+    ("held_until", "free", "waiting", "batch", "expected"),
+    [
+        (None, 4, 100, 0, 4),  # no batch (no limit): one slot per free thread
+        (None, 4, 100, 20, 20),  # nothing held: a batch at once
+        (None, 4, 3, 20, 3),  # never more than the messages in hand
+        (0.04, 4, 100, 20, 17),  # held ones run out soon: top up to a batch
+        (0.08, 4, 100, 20, 0),  # enough held for a while: no round trip
+        (None, 0, 100, 20, 0),  # no thread free: nothing to send them with
+    ],
+)
+def test_slot_book_reserves_a_batch_when_the_held_slots_run_out(
+    held_until, free, waiting, batch, expected
+):
+    from newsletter.sending.slots import SlotBook
+
+    clock = FakeClock()
+    book = SlotBook(capacity=free, now=clock)
+    if held_until is not None:
+        book.add(clock.now + held_until * i / 3 for i in range(1, 4))  # 3 slots held
+    assert book.wanted(waiting, batch) == expected
+
+
+@pytest.mark.parametrize(("strict", "taken"), [(True, 1), (False, 3)])
+def test_passed_slots_are_dropped_only_while_the_rate_can_bind(strict, taken):
+    from newsletter.sending.slots import SlotBook
+
+    clock = FakeClock()
+    book = SlotBook(capacity=8, now=clock)
+    book.add([clock.now - 1.0, clock.now - 0.5, clock.now])
+    book.strict = strict
+    assert len(book.take(10)) == taken
+    assert book.unused == 3 - taken

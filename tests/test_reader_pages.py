@@ -144,15 +144,15 @@ def test_error_pages_follow_the_browsers_language(client):
     assert "Página no encontrada" in body and "Ir a la página de inicio" in body
 
 
-def test_too_many_signups_page_leads_home(client, app, make_list):
+def test_too_many_signups_page_in_the_lists_language_leads_home(client, app, make_list):
     make_list(language="pt")
     app.config["SIGNUP_IP_LIMIT"] = 1
     client.post("/subscribe", data={"email": "a@example.com", "list": "weekly"})
     response = client.post("/subscribe", data={"email": "b@example.com", "list": "weekly"})
     assert response.status_code == 429
     body = _valid(response)
-    # The IP limit is checked before the list is read: the browser's language decides.
-    assert "Too many requests" in body and 'href="/"' in body
+    assert '<html lang="pt"' in body
+    assert "Demasiados pedidos" in body and 'href="/"' in body
 
 
 def test_favicon(client):

@@ -137,3 +137,19 @@ def test_every_reader_path_at_390px(
     page.click(f"a:has-text('{t('Go to the home page')}')")
     page.wait_for_selector("#email")
     assert problems == []
+
+
+def test_a_right_to_left_list_lays_out_right_to_left(page, live_server, make_list):
+    make_list(name="نشرة المراقبة", language="ar")
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{live_server}/subscribe?list=weekly")
+    assert page.locator("html").get_attribute("dir") == "rtl"
+    assert page.evaluate("getComputedStyle(document.querySelector('h1')).direction") == "rtl"
+    # The button sits at the right edge of the card, where an Arabic reader starts.
+    card = page.locator(".card").bounding_box()
+    button = page.locator("button[type=submit]").bounding_box()
+    assert button["x"] + button["width"] > card["x"] + card["width"] - 60
+    # The honeypot stays out of sight without widening the page (a far-left box would).
+    box = page.locator("#website").bounding_box()
+    assert box["x"] > 390
+    _shot(page, "ar", "1-subscribe")

@@ -232,6 +232,9 @@ class _QuotaPacer:
     def give_back(self, unused):
         self.left += unused
 
+    def batch(self):
+        return 0  # one slot per free thread, not 0.1 s worth at once
+
     def throttled(self, count=1):
         return None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 
 import click
@@ -71,6 +72,11 @@ def run_worker(
         issue_id=issue_id,
         on_progress=on_progress,
     )
+    if not config.get("TESTING"):
+        # What is loaded by now (modules, the app, the compiled issue) lives as long as the
+        # process: out of the cyclic collector's sight, it costs no GC pauses while sending
+        # and no 0.3 s final collection at exit.
+        gc.freeze()
     try:
         progress = worker.run(until_idle=until_idle)
     finally:

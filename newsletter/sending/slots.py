@@ -25,8 +25,11 @@ STALE_SLOT = 0.01
 # A thread that gets to the SES call this late (a busy CPU) gives its slot up and the
 # message goes back in line for a new one: sending anyway would bunch messages up.
 LATE_SLOT = 0.02
-# Hand a message to a thread this long before its slot (the thread waits the rest).
-SLOT_LEAD = 0.005
+# Hand a message to a thread this long before its slot (the thread renders it and waits
+# the rest): on a busy CPU rendering in 5 ms failed often, and the slot was lost.
+SLOT_LEAD = 0.02
+# Reserve pace slots again when the ones held run out within this time.
+REFILL_AHEAD = 0.05
 # The longest the main loop waits without looking at its results.
 MAX_WAIT = 0.25
 
@@ -45,6 +48,8 @@ class SlotBook:
         self.capacity = capacity
         self.busy = 0  # messages handed to threads whose outcome is not yet collected
         self.unused = 0  # pace slots dropped or given up, still counted against the quota
+        # Whether the rate may bind (set by the worker): only then is a passed slot dropped.
+        self.strict = True
         self._pace: deque[float] = deque()
         self._now = now
 
@@ -58,9 +63,16 @@ class SlotBook:
         """Pace slots reserved and not yet used."""
         return len(self._pace)
 
-    def wanted(self, waiting: int) -> int:
-        """How many more pace slots to reserve for `waiting` messages in hand."""
-        return max(min(self.free, waiting) - len(self._pace), 0)
+    def wanted(self, waiting: int, batch: int = 0) -> int:
+        """How many more pace slots to reserve for `waiting` messages in hand.
+
+        With `batch` (the pace's 0.1 s worth), that many at once, and only when the slots
+        held run out within REFILL_AHEAD: one round trip to the shared row per batch.
+        """
+        held = len(self._pace)
+        if self.free <= 0 or (held and self._pace[-1] - self._now() >= REFILL_AHEAD):
+            return 0
+        return max(min(max(self.free, batch), waiting) - held, 0)
 
     def add(self, slots: Iterable[float]) -> None:
         """Add reserved pace slots (times, ascending)."""
@@ -70,7 +82,7 @@ class SlotBook:
         """Take the pace slots due now for up to `waiting` messages; each takes an in-flight
         slot too. Slots that have passed are dropped first (counted in `unused`)."""
         now = self._now()
-        while self._pace and self._pace[0] < now - STALE_SLOT:
+        while self.strict and self._pace and self._pace[0] < now - STALE_SLOT:
             self._pace.popleft()
             self.unused += 1
         taken: list[float] = []

@@ -28,6 +28,8 @@ from newsletter import clock
 from newsletter import logs
 from newsletter import metrics
 from newsletter import retention
+from newsletter.config import Settings
+from newsletter.config import settings_of
 from newsletter.db import Database
 from newsletter.db import rowcount
 from newsletter.mail import Mailer
@@ -102,21 +104,22 @@ class WorkerSettings:
 
     # The most SES calls in flight; the worker keeps fewer, as many as its rate needs
     # at the latency it measures (newsletter.pacing.in_flight_for).
-    concurrency: int = 64
+    concurrency: int = Settings.send_concurrency
     batch_size: int = 200
-    lease: float = 30.0
-    max_consecutive_errors: int = 10
+    lease: float = Settings.worker_lease
+    max_consecutive_errors: int = Settings.send_max_consecutive_errors
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], **overrides: Any) -> WorkerSettings:
-        values = {
-            "concurrency": int(config.get("SEND_CONCURRENCY") or 64),
-            "lease": float(config.get("WORKER_LEASE") or 30),
-            "max_consecutive_errors": int(config.get("SEND_MAX_CONSECUTIVE_ERRORS") or 10),
+        settings = settings_of(config)
+        values: dict[str, Any] = {
+            "concurrency": settings.send_concurrency,
+            "lease": float(settings.worker_lease),
+            "max_consecutive_errors": settings.send_max_consecutive_errors,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         values.setdefault("batch_size", max(50, values["concurrency"] * 10))
-        return cls(**values)  # type: ignore[arg-type]
+        return cls(**values)
 
 
 def worker_mailer(mailer: Mailer, config: Mapping[str, Any], concurrency: int) -> Mailer:
@@ -127,7 +130,7 @@ def worker_mailer(mailer: Mailer, config: Mapping[str, Any], concurrency: int) -
             endpoint_url=config.get("SES_ENDPOINT_URL"),
             configuration_set=config.get("SES_CONFIGURATION_SET"),
             max_pool_connections=max(concurrency, 10),
-            timeout=float(config.get("SES_TIMEOUT") or 15),
+            timeout=float(settings_of(config).ses_timeout),
         )
     return mailer
 
@@ -339,7 +342,14 @@ class DeliveryWorker:
 
     def in_flight_limit(self) -> int:
         """How many calls to keep in flight now: the rate in force x measured latency."""
-        return in_flight_for(self.pacer.rate, self.latency.value(), self.settings.concurrency)
+        rate, latency = self.pacer.rate, self.latency.value()
+        # Whether the rate may bind: unless the cap on calls in flight keeps the send far
+        # below it (twice over), a message sent after its slot could bunch up with others.
+        # Unbounded, a message a busy CPU made late went round the loop ~16 times.
+        self.book.strict = rate is not None and (
+            latency is None or rate * latency < 2 * self.settings.concurrency
+        )
+        return in_flight_for(rate, latency, self.settings.concurrency)
 
     def _wait_time(self) -> float:
         if self._pending:
@@ -386,13 +396,13 @@ class DeliveryWorker:
         free = self.book.free
         if free <= 0 or self._halt.is_set():
             return []
-        if len(self._buffer) < free:
+        if len(self._buffer) < max(free, min(self.pacer.batch(), self.settings.batch_size // 2)):
             self._claim()
         if not self._buffer:
             return []
         if self._quota_blocked and not (self.book.busy or self.book.held):
             self._quota_blocked = False  # nothing left in hand: ask the quota once more
-        wanted = self.book.wanted(len(self._buffer))
+        wanted = self.book.wanted(len(self._buffer), self.pacer.batch())
         if wanted > 0 and not self._quota_blocked:
             try:
                 self.book.add(self._reserve(wanted))
@@ -470,8 +480,7 @@ class DeliveryWorker:
         delay = job.slot - time.time()
         if delay > 0:
             self._halt.wait(delay)  # wakes at once when the worker halts
-        late = delay < -LATE_SLOT and not self.pacer.unlimited  # no rate: nothing bunches
-        if self._halt.is_set() or late:
+        if self._halt.is_set() or (delay < -LATE_SLOT and self.book.strict):
             # Not called: the worker halts, or the slot passed (the message would bunch up).
             return
         outcome.called = True

@@ -158,6 +158,10 @@ def subscribe():
     """
     limit = _ip_limited()
     if not limit.allowed:
+        try:  # the page in the list's language, when the form names a list we have
+            _find_list((request.form.get("list") or "")[:64] or None)
+        except NewsletterError:
+            pass
         return error_page(
             429,
             None,

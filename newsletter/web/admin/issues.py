@@ -34,6 +34,7 @@ from newsletter import sending
 from newsletter.background import BackgroundDelivery
 from newsletter.composer import IssueFileError
 from newsletter.composer.issue_file import MAX_FILE_BYTES
+from newsletter.config import settings_of
 from newsletter.errors import NewsletterError
 from newsletter.errors import NotFound
 from newsletter.lists import all_lists
@@ -66,7 +67,7 @@ def background() -> BackgroundDelivery:
 
 
 def _lease() -> float:
-    return float(current_app.config.get("WORKER_LEASE") or 30)
+    return float(settings_of(current_app.config).worker_lease)
 
 
 def _split_error(message: str) -> dict[str, str]:
