@@ -168,3 +168,30 @@ def test_wrap_counts_wide_characters_twice_and_never_breaks_urls():
     assert lines[0] == "漢" * 20 and markdown.display_width(lines[0]) == 40
     assert URL in lines
     assert not any(line.startswith(("。", "、")) for line in lines)
+
+
+@pytest.mark.parametrize(("name", "greeting"), [("Zoë <Z>", "Hallo Zoë <Z>,"), (None, "Hallo,")])
+def test_the_sending_path_fills_the_translated_greeting(app, make_list, name, greeting):
+    from newsletter.sending.renderer import IssueRenderer
+
+    mailing_list = make_list(language="de")
+    compiled = compile_issue(
+        load_issue_text(JAPANESE.replace("language: ja\n", "")), mailing_list, base_url=BASE_URL
+    )
+    renderer = IssueRenderer(
+        issue_id=1,
+        slug=compiled.slug,
+        subject=compiled.subject,
+        html=compiled.html,
+        text=compiled.text,
+        mailing_list=mailing_list,
+        base_url=BASE_URL,
+        secret_key="k" * 32,
+    )
+    message = renderer.message(email="zoe@example.org", name=name, subscription_id=3, delivery_id=9)
+    parsed = email.message_from_bytes(message.as_bytes(), policy=email.policy.default)
+    html = parsed.get_body(("html",)).get_content()
+    text = parsed.get_body(("plain",)).get_content()
+    assert greeting in text
+    assert greeting in lxml.html.document_fromstring(html).text_content()
+    assert "{{nl:" not in html and "{{nl:" not in text

@@ -349,3 +349,16 @@ def test_tabs_and_line_breaks_stay_allowed_in_markdown():
         "body: |\n          First\tparagraph.\n\n          Second.",
     )
     assert load_issue_text(text).sections[0].items[0].body.startswith("First\tparagraph.")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("de", "de"), ("pt_br", "pt-BR"), ("AR", "ar"), ("ja-JP", "ja-JP")],
+)
+def test_language_is_a_bcp47_tag(value, expected):
+    assert load_issue_text(VALID + f"language: {value}\n").language == expected
+
+
+def test_a_bad_language_is_an_error_with_its_line():
+    (error,) = errors_of(VALID + "language: klingon!\n")
+    assert error.startswith("issue.yaml:9: language: 'klingon!' is not a language tag")

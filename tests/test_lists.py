@@ -73,3 +73,19 @@ def test_duplicate_slug_is_refused(runner):
     again = runner(*args)
     assert again.exit_code == 1
     assert "already exists" in again.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--name", "o11y\u2028weekly"], "The list name contains control characters (U+2028"),
+        (["--postal-address", "1 Street\nBer\x1blin"], "The postal address, line 2: contains"),
+    ],
+)
+def test_update_refuses_control_characters_and_keeps_the_list(runner, args, message):
+    create = ["lists", "create", "weekly", "--name", "W", "--from-address", "a@example.com"]
+    assert runner(*create).exit_code == 0
+    result = runner("lists", "update", "weekly", *args)
+    assert result.exit_code == 1
+    assert message in result.output
+    assert "weekly\tW\ta@example.com" in runner("lists").output

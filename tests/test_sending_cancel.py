@@ -71,7 +71,7 @@ class _Script(mail.MemoryMailer):
         self.calls += 1
         if self.calls == self.hook_at:
             self.hook()
-        error = self.errors.pop(message.recipient, None)
+        error = self.errors.pop(self.calls, None) or self.errors.pop(message.recipient, None)
         if error is not None:
             raise error
         return super().send(message)
@@ -110,12 +110,7 @@ def test_rows_that_come_back_after_a_cancel_are_cancelled_too(app, db_session, i
             sending.cancel_send(session, issue.id)
 
     throttle = mail.ThrottledError("TooManyRequestsException: Maximum sending rate exceeded.")
-    first = db_session.scalar(
-        sa.select(Delivery).where(Delivery.issue_id == issue.id).order_by(Delivery.id).limit(1)
-    )
-    address = first.subscriber.display_email
-    db_session.commit()
-    mailer = _Script(hook_at=1, hook=cancel, errors={address: throttle})
+    mailer = _Script(hook_at=1, hook=cancel, errors={1: throttle})
     assert _run(app, mailer).sent == 0
     assert _statuses(db_session, issue.id) == {DeliveryStatus.CANCELLED: 12}
 
@@ -179,6 +174,12 @@ def test_cli_cancel_and_retry_failed(runner, app, db_session, issue):
 
 
 def test_console_cancel_and_retry(admin_client, app, db_session, issue):
+    # Paused (by a quota, say): the console does not deliver it in-process meanwhile, so
+    # the figures below stay put.
+    db_session.execute(
+        sa.update(Issue).where(Issue.id == issue.id).values(status=IssueStatus.PAUSED)
+    )
+    db_session.commit()
     page = admin_client.get(f"/admin/issues/{issue.id}")
     html = page.get_data(as_text=True)
     assert page.status_code == 200 and "Cancel the send" in html

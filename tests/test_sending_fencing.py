@@ -291,3 +291,50 @@ def test_a_quota_pause_waits_for_the_calls_in_flight(app, db_session, issue):
         (DeliveryStatus.SENT, worker.id): 5,
         (DeliveryStatus.QUEUED, None): 7,
     }
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        # What PostgreSQL says to a worker that stalled inside a transaction past the lease.
+        sa.exc.InternalError(
+            "SELECT", {}, Exception("terminating connection due to idle-in-transaction timeout")
+        ),
+        sa.exc.OperationalError("SELECT", {}, Exception("server closed the connection")),
+        RuntimeError("a bug"),
+    ],
+)
+def test_a_failed_round_loses_nothing_and_doubles_nothing(app, db_session, issue, error):
+    worker = _worker(app, mail.MemoryMailer())
+    worker._register()
+    first = worker._tick(worker._due_jobs())
+    assert len(first) == 4
+    _come_back(worker, first[:2], called=True)
+    due = worker._due_jobs()
+    assert len(due) == 2 and worker.book.busy == 4
+    real = worker._check_and_mark
+
+    def fail(session, jobs):
+        real(session, jobs)  # wrote, then the transaction fails: all rolled back
+        raise error
+
+    worker._check_and_mark = fail
+    if isinstance(error, RuntimeError):
+        with pytest.raises(RuntimeError):
+            worker._tick(due)
+    else:
+        assert worker._tick(due) == []
+    # Nothing written, nothing lost: the outcomes wait, the jobs are back in hand, once.
+    assert len(worker._pending) == 2 and worker.book.busy == 2
+    ids = [job.delivery_id for job in worker._buffer]
+    assert len(ids) == len(set(ids)) == 12 - 4
+    assert _statuses(db_session, issue.id) == {DeliveryStatus.SENDING: 4, DeliveryStatus.QUEUED: 8}
+
+    worker._check_and_mark = real
+    again = worker._tick(worker._due_jobs())
+    assert len(again) == 2 and worker.book.busy == 4
+    assert _statuses(db_session, issue.id) == {
+        DeliveryStatus.SENT: 2,
+        DeliveryStatus.SENDING: 4,
+        DeliveryStatus.QUEUED: 6,
+    }

@@ -78,6 +78,10 @@ from newsletter.sending.slots import SlotBook
 
 log = logging.getLogger(__name__)
 
+# Database errors a worker waits out and retries: the server is briefly away, or it ended
+# a session (idle in a transaction too long, a restart).
+DB_HICCUPS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InternalError)
+
 
 @dataclass
 class Progress:
@@ -184,6 +188,8 @@ class DeliveryWorker:
         self._halt = threading.Event()
         self._results: queue.Queue[Outcome] = queue.Queue()
         self._buffer: deque[Job] = deque()
+        # Rows given back in the open transaction: they leave the buffer when it commits.
+        self._released: set[int] = set()
         self._pending: list[Outcome] = []
         self._renderers: dict[int, IssueRenderer] = {}
         self._streaks: dict[int, list[int]] = {}
@@ -314,7 +320,7 @@ class DeliveryWorker:
             if since >= 1.0 or (looks_idle and since >= 0.1):
                 try:
                     idle = self._housekeeping()
-                except sqlalchemy.exc.OperationalError as exc:
+                except DB_HICCUPS as exc:
                     # The database is briefly away (or chose us as a deadlock victim): the
                     # next round tries again; nothing in hand depends on it.
                     log.error("database error in housekeeping, retrying: %s", exc)
@@ -325,7 +331,7 @@ class DeliveryWorker:
                     return
             try:
                 due = self._due_jobs()
-            except sqlalchemy.exc.OperationalError as exc:
+            except DB_HICCUPS as exc:
                 log.error("database error, retrying: %s", exc)
                 time.sleep(1.0)
                 continue
@@ -487,28 +493,40 @@ class DeliveryWorker:
 
     def _tick(self, due: list[Job]) -> list[Job]:
         outcomes, self._pending = self._pending, []
-        for outcome in outcomes:
-            if outcome.called:
-                self.latency.add(outcome.seconds)
+        checked = False
         try:
             with self.database.transaction() as session:
                 if self._heartbeat_due():
                     self._beat(session)
                 back = self._record(session, outcomes)
-                ready = [] if self._halt.is_set() else self._check_and_mark(session, due)
-        except sqlalchemy.exc.OperationalError as exc:
-            # The database is briefly away: keep the outcomes, give the jobs back, retry.
-            log.error("database error, retrying: %s", exc)
+                ready: list[Job] = []
+                if not self._halt.is_set():
+                    checked = True
+                    ready = self._check_and_mark(session, due)
+        except BaseException as exc:
+            # Nothing of this round was written: keep the outcomes for the next round, and
+            # put the jobs back in hand (still claimed and `queued` on the ledger).
             self._pending = outcomes + self._pending
             self._buffer.extendleft(reversed(due))
             self.book.done(len(due), unused=len(due))
+            self._released.clear()
+            if not isinstance(exc, DB_HICCUPS):
+                raise
+            # The database is briefly away (or ended a session left idle too long).
+            log.error("database error, retrying: %s", exc)
             time.sleep(1.0)
             return []
-        if self._halt.is_set():
-            # Halting: none of `due` was marked `sending`; the drain gives them back.
+        for outcome in outcomes:
+            if outcome.called:
+                self.latency.add(outcome.seconds)
+        self._apply_released()
+        if checked:
+            # Every due job not sent gives its in-flight and pace slots back.
+            self.book.done(len(due) - len(ready), unused=len(due) - len(ready))
+        else:
+            # Halting before the check: none of `due` was marked; the drain gives them back.
             self.book.done(len(due), unused=len(due))
-            self._buffer.extendleft(reversed(due + back))
-            return []
+            self._buffer.extendleft(reversed(due))
         # Messages whose thread never called SES are `queued` and ours again: back in line.
         self._buffer.extendleft(reversed(back))
         if self._throttles:
@@ -516,6 +534,8 @@ class DeliveryWorker:
             # window, by the share of calls throttled (newsletter.pacing.next_rate).
             self.pacer.throttled(self._throttles)
             self._throttles = 0
+        # Marked `sending` in this round: threads take them (and call SES only if the
+        # worker is not halting meanwhile; if it is, they come back never called).
         return ready
 
     def _record(self, session: so.Session, outcomes: list[Outcome]) -> list[Job]:
@@ -650,23 +670,36 @@ class DeliveryWorker:
         self._release_buffered(session, {issue_id})
 
     def _release_buffered(self, session: so.Session, issue_ids: set[int]) -> None:
-        keep: deque[Job] = deque()
-        drop: list[Job] = []
-        for job in self._buffer:
-            (drop if job.issue_id in issue_ids else keep).append(job)
-        self._buffer = keep
-        release(session, self.id, [job.delivery_id for job in drop])
+        """Give the rows in hand of these issues back to the queue; they leave the buffer
+        once the transaction commits (_apply_released)."""
+        drop = [
+            job.delivery_id
+            for job in self._buffer
+            if job.issue_id in issue_ids and job.delivery_id not in self._released
+        ]
+        release(session, self.id, drop)
+        self._released.update(drop)
+
+    def _apply_released(self) -> None:
+        if self._released:
+            self._buffer = deque(j for j in self._buffer if j.delivery_id not in self._released)
+            self._released.clear()
 
     def _pause_buffered_for_quota(self) -> None:
-        with self.database.transaction() as session:
-            for issue_id in {job.issue_id for job in self._buffer}:
-                self._pause(
-                    session,
-                    issue_id,
-                    "The SES daily sending quota is used up; the send resumes by itself "
-                    "when the quota frees.",
-                    resume_at=self._now() + QUOTA_RECHECK,
-                )
+        try:
+            with self.database.transaction() as session:
+                for issue_id in {job.issue_id for job in self._buffer}:
+                    self._pause(
+                        session,
+                        issue_id,
+                        "The SES daily sending quota is used up; the send resumes by itself "
+                        "when the quota frees.",
+                        resume_at=self._now() + QUOTA_RECHECK,
+                    )
+        except BaseException:
+            self._released.clear()
+            raise
+        self._apply_released()
 
     def _check_and_mark(self, session: so.Session, due: list[Job]) -> list[Job]:
         """Check each reader just before the send; mark the ones still wanted `sending`."""
@@ -690,7 +723,7 @@ class DeliveryWorker:
         ).all()
         by_id = {row.id: row for row in rows}
         now = self._now()
-        candidates, suppressed, stopped_issues, cancelled = [], {}, set(), []
+        candidates, suppressed, stopped_issues, cancelled, stopped = [], {}, set(), [], []
         taken = False
         for job in due:
             row = by_id.get(job.delivery_id)
@@ -704,7 +737,7 @@ class DeliveryWorker:
                 continue
             if row.issue_status is not IssueStatus.SENDING:
                 stopped_issues.add(job.issue_id)
-                self._buffer.appendleft(job)
+                stopped.append(job.delivery_id)
                 continue
             reason = None
             if row.suppression is not None:
@@ -729,8 +762,6 @@ class DeliveryWorker:
                 metrics.SUPPRESSED.labels(issue=str(job.issue_id)).inc()
         marked = mark_sending(session, self.id, [job.delivery_id for job in candidates], now)
         ready = [job for job in candidates if job.delivery_id in marked]
-        # Every due job that will not be sent gives its in-flight and pace slots back.
-        self.book.done(len(due) - len(ready), unused=len(due) - len(ready))
         if taken or len(ready) < len(candidates):
             status = session.scalar(sa.select(Worker.status).where(Worker.id == self.id))
             if status is not WorkerStatus.RUNNING:
@@ -740,6 +771,8 @@ class DeliveryWorker:
                 )
                 return ready  # marked in this transaction while still running: ours
         if stopped_issues:
+            # Paused meanwhile: these and the others in hand go back to the queue.
+            release(session, self.id, stopped)
             self._release_buffered(session, stopped_issues)
         return ready
 
