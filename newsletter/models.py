@@ -308,7 +308,7 @@ class SendPace(Base):
     __tablename__ = "send_pace"
 
     name: so.Mapped[str] = so.mapped_column(sa.String(32), primary_key=True)
-    # Messages per second allowed (configured, or 90% of SES MaxSendRate).
+    # Messages per second allowed (configured, or SES MaxSendRate).
     max_rate: so.Mapped[float] = so.mapped_column(sa.Float)
     # The rate in force now: lowered when SES throttles, raised again slowly.
     rate: so.Mapped[float] = so.mapped_column(sa.Float)
