@@ -154,9 +154,9 @@ def live_figures(session: so.Session, issue_id: int, *, lease: float = 30.0) -> 
     """Return the counts and rate of issue_figures, in one pass over the ledger.
 
     For the progress endpoint, polled every second while a send runs: about a third of
-    the cost of issue_figures (no failure reasons, unknown addresses or alerts).
+    the cost of issue_figures (no failure reasons, unknown addresses or alerts). Only
+    reads: recovering the rows of stopped workers belongs to the workers.
     """
-    sending.recover_lost_workers(session, lease=lease)
     issue = session.get(Issue, int(issue_id))
     if issue is None:
         raise NotFound(f"There is no issue {issue_id}.")
@@ -189,7 +189,9 @@ def live_figures(session: so.Session, issue_id: int, *, lease: float = 30.0) -> 
 
 def issue_figures(session: so.Session, issue_id: int, *, lease: float = 30.0) -> IssueFigures:
     """Return one issue's figures (NotFound for an unknown id)."""
-    return _figures(session, sending.issue_report(session, int(issue_id), lease=lease))
+    return _figures(
+        session, sending.issue_report(session, int(issue_id), lease=lease, recover=False)
+    )
 
 
 def recent_issue_figures(
@@ -198,5 +200,5 @@ def recent_issue_figures(
     """Return the figures of the latest issues, newest first."""
     return [
         _figures(session, report)
-        for report in sending.recent_reports(session, limit=limit, lease=lease)
+        for report in sending.recent_reports(session, limit=limit, lease=lease, recover=False)
     ]

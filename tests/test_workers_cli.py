@@ -97,3 +97,18 @@ def test_status_only_reads(runner: Any, db_session: Any, make_ledger: Any) -> No
         assert "2 messages are held by workers that stopped or went silent" in output
     assert "sending: 2" in detail.output
     assert _state(db_session) == before  # nothing recovered, nothing marked lost
+
+
+def test_console_pages_only_read(admin_client: Any, db_session: Any, make_ledger: Any) -> None:
+    """The issue pages and the progress JSON show a stopped worker's rows, never recover them."""
+    issue, rows = make_ledger(["a@example.org", "b@example.org", "c@example.org"])
+    _worker(db_session, "gone", WorkerStatus.RUNNING, silent=3600)
+    _hold(db_session, rows[:2], "gone", DeliveryStatus.SENDING)
+    issue_id = issue.id
+    db_session.commit()
+    before = _state(db_session)
+
+    for path in ("/admin/issues", f"/admin/issues/{issue_id}", f"/admin/issues/{issue_id}.json"):
+        assert admin_client.get(path).status_code == 200, path
+    assert admin_client.get(f"/admin/issues/{issue_id}.json").get_json()["counts"]["sending"] == 2
+    assert _state(db_session) == before  # nothing recovered, nothing marked lost
