@@ -326,6 +326,7 @@ def test_a_failed_round_loses_nothing_and_doubles_nothing(app, db_session, issue
         assert worker._tick(due) == []
     # Nothing written, nothing lost: the outcomes wait, the jobs are back in hand, once.
     assert len(worker._pending) == 2 and worker.book.busy == 2
+    assert worker.progress.sent == 0  # counted only once written
     ids = [job.delivery_id for job in worker._buffer]
     assert len(ids) == len(set(ids)) == 12 - 4
     assert _statuses(db_session, issue.id) == {DeliveryStatus.SENDING: 4, DeliveryStatus.QUEUED: 8}
@@ -333,6 +334,7 @@ def test_a_failed_round_loses_nothing_and_doubles_nothing(app, db_session, issue
     worker._check_and_mark = real
     again = worker._tick(worker._due_jobs())
     assert len(again) == 2 and worker.book.busy == 4
+    assert worker.progress.sent == 2  # the round written again counts once
     assert _statuses(db_session, issue.id) == {
         DeliveryStatus.SENT: 2,
         DeliveryStatus.SENDING: 4,

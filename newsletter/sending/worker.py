@@ -498,7 +498,7 @@ class DeliveryWorker:
             with self.database.transaction() as session:
                 if self._heartbeat_due():
                     self._beat(session)
-                back = self._record(session, outcomes)
+                back, settle = self._record(session, outcomes)
                 ready: list[Job] = []
                 if not self._halt.is_set():
                     checked = True
@@ -516,6 +516,9 @@ class DeliveryWorker:
             log.error("database error, retrying: %s", exc)
             time.sleep(1.0)
             return []
+        # Committed: only now do the round's counts, metrics, streaks and throttles count
+        # (a round that failed above is written again next round and must count once).
+        settle()
         for outcome in outcomes:
             if outcome.called:
                 self.latency.add(outcome.seconds)
@@ -538,12 +541,17 @@ class DeliveryWorker:
         # worker is not halting meanwhile; if it is, they come back never called).
         return ready
 
-    def _record(self, session: so.Session, outcomes: list[Outcome]) -> list[Job]:
+    def _record(
+        self, session: so.Session, outcomes: list[Outcome]
+    ) -> tuple[list[Job], Callable[[], None]]:
         """Write the outcomes by the outcome rules; return the jobs back in this worker's
-        hands (SES never called)."""
+        hands (SES never called), and what to count once the round has committed."""
         if not outcomes:
-            return []
+            return [], lambda: None
         now = self._now()
+        streaks = {issue_id: list(ids) for issue_id, ids in self._streaks.items()}
+        counted: list[tuple[Happened, RowChange, Outcome]] = []
+        throttles = 0
         halted = self._halt.is_set()
         rows, back = [], []
         pauses: dict[int, tuple[Pause, str]] = {}
@@ -571,15 +579,8 @@ class DeliveryWorker:
             rows.append(row)
             if keep:
                 back.append(job)
-            self._count(what, change)
-            if outcome.called or outcome.error is not None:
-                metrics.message_done(
-                    job.issue_id,
-                    outcome.error,
-                    change.status is DeliveryStatus.FAILED,
-                    unknown=change.status is DeliveryStatus.UNKNOWN,
-                )
-            streak = self._streaks.setdefault(job.issue_id, [])
+            counted.append((what, change, outcome))
+            streak = streaks.setdefault(job.issue_id, [])
             if what is Happened.SENT:
                 streak.clear()
             elif change.streak:
@@ -593,7 +594,7 @@ class DeliveryWorker:
                         extra={"issue_id": job.issue_id},
                     )
             if change.slow_down:
-                self._throttles += 1
+                throttles += 1
             if change.pause is not None:
                 pauses[job.issue_id] = (change.pause, detail)
         record(session, self.id, rows)
@@ -613,10 +614,24 @@ class DeliveryWorker:
                     f"SES refused to send for this account ({detail}). Fix the account, "
                     "then run `newsletter send --resume ISSUE`.",
                 )
-        for issue_id, streak in self._streaks.items():
+        for issue_id, streak in streaks.items():
             if len(streak) >= self.settings.max_consecutive_errors:
                 self._pause_for_errors(session, issue_id, streak)
-        return back
+
+        def settle() -> None:
+            self._streaks = streaks
+            self._throttles += throttles
+            for what, change, outcome in counted:
+                self._count(what, change)
+                if outcome.called or outcome.error is not None:
+                    metrics.message_done(
+                        outcome.job.issue_id,
+                        outcome.error,
+                        change.status is DeliveryStatus.FAILED,
+                        unknown=change.status is DeliveryStatus.UNKNOWN,
+                    )
+
+        return back, settle
 
     def _count(self, what: Happened, change: RowChange) -> None:
         status = change.status
