@@ -203,3 +203,28 @@ def busiest_second(times: list[float]) -> int:
             start += 1
         best = max(best, end - start + 1)
     return best
+
+
+def example_renderer(url: str):
+    """The example issue compiled for the `bench` list of `url`, as a worker renders it."""
+    from newsletter import create_app
+    from newsletter import sending
+    from newsletter.lists import get_list
+
+    app = create_app(
+        {"TESTING": True, "DATABASE_URL": url, "SECRET_KEY": SECRET, "BASE_URL": BASE_URL}
+    )
+    with app.extensions["newsletter.db"].transaction() as session:
+        plan = sending.plan_send(session, ISSUE, "bench", base_url=BASE_URL)
+        renderer = sending.IssueRenderer(
+            issue_id=1,
+            slug=plan.compiled.slug,
+            subject=plan.compiled.subject,
+            html=plan.compiled.html,
+            text=plan.compiled.text,
+            mailing_list=get_list(session, "bench"),
+            base_url=BASE_URL,
+            secret_key=SECRET,
+        )
+    app.extensions["newsletter.db"].dispose()
+    return renderer

@@ -22,27 +22,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
 
-    from newsletter import create_app
-    from newsletter import sending
     from newsletter.composer import render_for_reader
-    from newsletter.lists import get_list
 
     url = bs.fresh_sqlite(tempfile.mkdtemp())
     bs.add_readers_sqlite(url, 2)
-    config = {"TESTING": True, "DATABASE_URL": url, "SECRET_KEY": bs.SECRET}
-    app = create_app({**config, "BASE_URL": bs.BASE_URL})
-    with app.extensions["newsletter.db"].transaction() as session:
-        plan = sending.plan_send(session, bs.ISSUE, "bench", base_url=bs.BASE_URL)
-        renderer = sending.IssueRenderer(
-            issue_id=1,
-            slug=plan.compiled.slug,
-            subject=plan.compiled.subject,
-            html=plan.compiled.html,
-            text=plan.compiled.text,
-            mailing_list=get_list(session, "bench"),
-            base_url=bs.BASE_URL,
-            secret_key=bs.SECRET,
-        )
+    renderer = bs.example_renderer(url)
     renderer.message(email="a@example.com", name="A", subscription_id=1, delivery_id=1)
     template = renderer._templates[""]
     unsubscribe = f"{bs.BASE_URL}/u/abc"

@@ -33,29 +33,9 @@ import benchsetup as bs
 
 def prebuilt_message(url: str):
     """The example issue as one reader gets it (wire bytes, tags)."""
-    from newsletter import create_app
-    from newsletter import sending
-    from newsletter.lists import get_list
-
-    app = create_app(
-        {"TESTING": True, "DATABASE_URL": url, "SECRET_KEY": bs.SECRET, "BASE_URL": bs.BASE_URL}
+    message = bs.example_renderer(url).message(
+        email="r1@example.com", name="Reader 1", subscription_id=1, delivery_id=1
     )
-    with app.extensions["newsletter.db"].transaction() as session:
-        plan = sending.plan_send(session, bs.ISSUE, "bench", base_url=bs.BASE_URL)
-        renderer = sending.IssueRenderer(
-            issue_id=1,
-            slug=plan.compiled.slug,
-            subject=plan.compiled.subject,
-            html=plan.compiled.html,
-            text=plan.compiled.text,
-            mailing_list=get_list(session, "bench"),
-            base_url=bs.BASE_URL,
-            secret_key=bs.SECRET,
-        )
-        message = renderer.message(
-            email="r1@example.com", name="Reader 1", subscription_id=1, delivery_id=1
-        )
-    app.extensions["newsletter.db"].dispose()
     return message.as_bytes(), [{"Name": k, "Value": v} for k, v in message.tags.items()]
 
 
