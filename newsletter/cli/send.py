@@ -12,6 +12,7 @@ from newsletter.cli import CliState
 from newsletter.cli import pass_state
 from newsletter.cli.worker import run_worker
 from newsletter.models import IssueStatus
+from newsletter.pacing import PaceSettings
 from newsletter.pacing import decide_settings
 from newsletter.pacing import quota_source_for
 
@@ -23,9 +24,11 @@ def _parse_when(value: str) -> datetime:
         raise click.BadParameter(str(exc)) from None
 
 
-def _deliver(state: CliState, issue_id: int, concurrency: int | None) -> None:
+def _deliver(
+    state: CliState, issue_id: int, concurrency: int | None, pace: PaceSettings | None = None
+) -> None:
     try:
-        run_worker(state, issue_id=issue_id, until_idle=True, concurrency=concurrency)
+        run_worker(state, issue_id=issue_id, until_idle=True, concurrency=concurrency, pace=pace)
     except sending.WorkerBusy as exc:
         click.echo(
             f"{exc}\nThe send is queued; that worker delivers it. "
@@ -188,9 +191,10 @@ def send(
         if dry_run:
             click.echo("Dry run: nothing was sent.")
             return
+    pace = None
     if not (when or queue_only):
         # Read the SES quota before storing anything: a send that cannot start stores nothing.
-        decide_settings(config.get("SEND_RATE"), quota_source_for(state.mailer))
+        pace = decide_settings(config.get("SEND_RATE"), quota_source_for(state.mailer))
     if not yes:
         verb = f"Schedule for {when.isoformat()}" if when else "Send now"
         click.confirm(f"{verb} to {audience.recipients} readers?", abort=True)
@@ -207,7 +211,7 @@ def send(
     if queue_only:
         click.echo(f"Queued issue {issue_id}; running workers deliver it (`newsletter status`).")
         return
-    _deliver(state, issue_id, concurrency)
+    _deliver(state, issue_id, concurrency, pace)
 
 
 COMMANDS = [send]

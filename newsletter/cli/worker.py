@@ -13,6 +13,7 @@ from newsletter.cli import CliState
 from newsletter.cli import pass_state
 from newsletter.models import Delivery
 from newsletter.models import DeliveryStatus
+from newsletter.pacing import PaceSettings
 from newsletter.pacing import decide_settings
 from newsletter.pacing import quota_source_for
 
@@ -23,15 +24,18 @@ def run_worker(
     issue_id: int | None = None,
     until_idle: bool = False,
     concurrency: int | None = None,
+    pace: PaceSettings | None = None,
 ) -> sending.Progress:
-    """Run one delivery worker in this process, with a progress bar on the terminal."""
+    """Run one delivery worker in this process, with a progress bar on the terminal
+    (`pace`: settings the caller already decided, so the SES quota is not read twice)."""
     import sqlalchemy as sa
 
     config = state.config
     settings = sending.WorkerSettings.from_config(config, concurrency=concurrency)
     mailer = sending.worker_mailer(state.mailer, config, settings.concurrency)
     source = quota_source_for(mailer)
-    pace = decide_settings(config.get("SEND_RATE"), source)
+    if pace is None:
+        pace = decide_settings(config.get("SEND_RATE"), source)
 
     with state.transaction() as session:
         query = sa.select(sa.func.count()).where(Delivery.status == DeliveryStatus.QUEUED)
