@@ -282,8 +282,33 @@ def classify_botocore_error(exc: Exception) -> MailerError:
     return UnknownOutcomeError(text, "network")
 
 
+# One boto3 session for the process: its clients share the loaded service models, and
+# its credentials (refreshed by botocore when they are temporary) sign the direct calls.
+_SESSION: Any = None
+_SESSION_LOCK = threading.Lock()
+
+
+def _boto3_session() -> Any:
+    global _SESSION
+    with _SESSION_LOCK:
+        if _SESSION is None:
+            import boto3
+
+            _SESSION = boto3.session.Session()
+        return _SESSION
+
+
+SES_TRANSPORTS = ("direct", "boto3")
+
+
 class SesMailer:
-    """Sends through Amazon SES API v2 (sesv2.send_email with raw MIME)."""
+    """Sends through Amazon SES API v2 (SendEmail with raw MIME).
+
+    `transport="direct"` (the default) makes SendEmail a signed HTTP request of its own on
+    the client's connection pool (newsletter.ses_transport: a third of boto3's CPU per
+    call); "boto3", a client passed in, or a configuration only boto3 can honour uses
+    `client.send_email`. Both raise the same errors for the same answers.
+    """
 
     name = "ses"
 
@@ -296,13 +321,17 @@ class SesMailer:
         max_pool_connections: int = 10,
         timeout: float = 15.0,
         client: Any = None,
+        transport: str = "direct",
     ) -> None:
+        if transport not in SES_TRANSPORTS:
+            raise ValueError(f"unknown SES transport {transport!r}")
         self.configuration_set = configuration_set
+        self.direct: Any = None  # a SendEmailTransport, when SendEmail goes direct
         if client is None:
-            import boto3
             from botocore.config import Config
 
-            client = boto3.client(
+            session = _boto3_session()
+            client = session.client(
                 "sesv2",
                 region_name=region or "us-east-1",
                 endpoint_url=endpoint_url,
@@ -315,9 +344,21 @@ class SesMailer:
                     read_timeout=timeout,
                 ),
             )
+            if transport == "direct":
+                from newsletter.ses_transport import SendEmailTransport
+
+                self.direct = SendEmailTransport.for_client(client, session.get_credentials())
         self.client = client
 
     def send(self, message: OutgoingMessage) -> str:
+        if self.direct is not None:
+            return self.direct.send(
+                sender=message.sender,
+                recipient=message.recipient,
+                raw=message.as_bytes(),
+                configuration_set=self.configuration_set,
+                tags=message.tags,
+            )
         from botocore.exceptions import BotoCoreError
         from botocore.exceptions import ClientError
 
@@ -352,6 +393,7 @@ def make_mailer(config: Mapping[str, Any]) -> Mailer:
             region=config.get("SES_REGION"),
             endpoint_url=config.get("SES_ENDPOINT_URL"),
             configuration_set=config.get("SES_CONFIGURATION_SET"),
+            transport=config.get("SES_TRANSPORT") or "direct",
         )
     if backend == "memory":
         return MemoryMailer()
