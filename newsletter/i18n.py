@@ -52,6 +52,8 @@ LANGUAGES: dict[str, str] = {
     "es": "Español",
     "pt": "Português",
     "ja": "日本語",
+    "ar": "العربية",
+    "he": "עברית",
 }
 # The editors' pages (console, outbox, preview) are in English, whatever the browser says.
 EDITORS_BLUEPRINTS = frozenset({"admin", "outbox", "preview"})
