@@ -382,12 +382,12 @@ def _position(
     last: bool,
     given: Position | None,
 ) -> Position:
-    """Where the page's first row stands: 1, counted if cheap, as given, or counted anyway.
+    """Where the page's first row stands: 1, counted if cheap, as given, or estimated.
 
     Counting the rows before the page costs as much as reading them all up to there, so
-    past COUNT_CAP matches the position carried in the page link is trusted instead; the
-    last page of the whole directory takes it from the estimated total ("about"). A link
-    without one (an old bookmark) is counted: slower, never wrong.
+    past COUNT_CAP matches the position carried in the page link is trusted instead. The
+    last page, or a link without a position (an old bookmark), takes it from the total or
+    from PostgreSQL's estimate of the rows before it, and says "about". SQLite counts.
     """
     if not has_prev:
         return Position(1)
@@ -395,14 +395,28 @@ def _position(
         return given
     if last and counted.estimated:
         return Position(max(counted.value - len(rows) + 1, 2), about=True)
+    estimate = not counted.exact and session.get_bind().dialect.name == "postgresql"
+    if last and estimate:
+        # The planner's estimate of the total (the rows before, with a row comparison
+        # estimated from its first column alone, came out 10 % off on ties).
+        total = max(_estimate(session, sa.select(matches.c.id)), COUNT_CAP + len(rows))
+        return Position(total - len(rows) + 1, about=True)
     first = rows[0].id
     value = _sort_value(session, order, where, first)
-    earlier = session.scalar(
-        sa.select(sa.func.count())
-        .select_from(matches)
-        .where(_precedes(matches, order, value, first))
-    )
-    return Position((earlier or 0) + 1)
+    earlier = sa.select(matches.c.id).where(_precedes(matches, order, value, first))
+    if estimate:
+        return Position(max(_estimate(session, earlier), COUNT_CAP) + 1, about=True)
+    found = session.scalar(sa.select(sa.func.count()).select_from(earlier.subquery()))
+    return Position((found or 0) + 1)
+
+
+def _estimate(session: so.Session, query: sa.Select[Any]) -> int:
+    """PostgreSQL's planner estimate of the rows a query returns (no rows are read)."""
+    # Values inline: the plan is made for them, as it is for the page itself.
+    text = query.compile(dialect=session.get_bind().dialect, compile_kwargs={"literal_binds": True})
+    plan = session.execute(sa.text(f"EXPLAIN (FORMAT JSON) {text}")).scalar()
+    assert isinstance(plan, list)
+    return int(plan[0]["Plan"]["Plan Rows"])
 
 
 def _key(matches: sa.CTE, order: Order) -> sa.ColumnElement[object]:
