@@ -341,7 +341,8 @@ def test_headers_link_to_each_order_and_mark_the_current_one(admin_client, crowd
     # Without a list: address (current, ascending), name, since; the list's columns only
     # with a list chosen.
     assert re.search(
-        r'<th scope="col" aria-sort="ascending"><a class="sort" href="[^"]*sort=address&dir=desc',
+        r'<th scope="col" aria-sort="ascending"><a class="button link" '
+        r'href="[^"]*sort=address&dir=desc',
         head,
     )
     assert 'href="/admin/subscribers?sort=name&dir=asc"' in head
@@ -349,7 +350,9 @@ def test_headers_link_to_each_order_and_mark_the_current_one(admin_client, crowd
     assert "sort=status" not in head and head.count("aria-sort") == 1
     weekly = _text(admin_client.get("/admin/subscribers?list=weekly&sort=since&dir=desc&q=e"))
     head = weekly.split("<thead>", 1)[1].split("</thead>", 1)[0]
-    assert re.search(r'aria-sort="descending"><a class="sort" href="[^"]*sort=since&dir=asc', head)
+    assert re.search(
+        r'aria-sort="descending"><a class="button link" href="[^"]*sort=since&dir=asc', head
+    )
     for key in ("status", "confirmed"):
         assert re.search(rf'href="/admin/subscribers\?[^"]*list=weekly[^"]*sort={key}', head)
     # The search form keeps the order when the filters change.
@@ -374,7 +377,7 @@ def test_a_bad_sort_falls_back_to_the_address_with_a_notice(admin_client, crowd,
     assert message in html
     emails = _emails(html)
     assert emails == sorted(emails) and len(emails) == PAGE
-    assert 'aria-sort="ascending"><a class="sort" href="/admin/subscribers?' in html
+    assert 'aria-sort="ascending"><a class="button link" href="/admin/subscribers?' in html
 
 
 def test_a_damaged_position_or_cursor_in_a_sorted_link(admin_client, crowd):
