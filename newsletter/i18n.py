@@ -52,6 +52,8 @@ LANGUAGES: dict[str, str] = {
     "es": "Español",
     "pt": "Português",
     "ja": "日本語",
+    "ar": "العربية",
+    "he": "עברית",
 }
 # The editors' pages (console, outbox, preview) are in English, whatever the browser says.
 EDITORS_BLUEPRINTS = frozenset({"admin", "outbox", "preview"})
@@ -209,8 +211,14 @@ def web_locale() -> str:
         return chosen
     if request.blueprint in EDITORS_BLUEPRINTS:
         return DEFAULT_LANGUAGE
-    best = request.accept_languages.best_match(list(LANGUAGES))
-    return best or DEFAULT_LANGUAGE
+    # Best first; a regional tag takes its language's catalogue (fr-CA: fr) before a
+    # less wanted exact match (werkzeug's best_match would pick "de" for "fr-CA, de;q=0.5").
+    for value, _quality in request.accept_languages:
+        tag = value.replace("_", "-").lower()
+        for candidate in (tag, tag.split("-")[0]):
+            if candidate in LANGUAGES:
+                return candidate
+    return DEFAULT_LANGUAGE
 
 
 def init_app(app: Any) -> None:

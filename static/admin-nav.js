@@ -2,7 +2,7 @@
 // Without this script the links simply stay visible (they wrap).
 (function () {
   "use strict";
-  var button = document.querySelector(".nav-toggle");
+  var button = document.getElementById("nav-toggle");
   var bar = document.querySelector(".admin-bar");
   if (!button || !bar) return;
   button.hidden = false;

@@ -32,7 +32,7 @@
       if (!th.textContent.trim()) return;
       var button = document.createElement("button");
       button.type = "button";
-      button.className = "sort";
+      button.className = "button link";
       button.textContent = th.textContent.trim();
       th.textContent = "";
       th.appendChild(button);

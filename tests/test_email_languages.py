@@ -128,6 +128,8 @@ def test_the_list_language_is_the_default_and_every_email_word_is_translated():
         ("es", "Hola, Zoë:"),
         ("pt", "Olá, Zoë,"),
         ("ja", "Zoë さん、こんにちは。"),
+        ("ar", "مرحبًا Zoë،"),
+        ("he", "שלום Zoë,"),
     ],
 )
 def test_greeting_in_each_language(language, greeting):
@@ -148,6 +150,56 @@ def test_confirmation_email_speaks_the_list_language(client, make_list, outbox):
     assert "Confirmer mon abonnement" in tree.text_content()
     text = parsed.get_body(("plain",)).get_content()
     assert "Ouvrez ce lien pour confirmer :" in text
+
+
+@pytest.mark.parametrize(
+    ("language", "subject", "button", "text_words", "chrome"),
+    [
+        (
+            "ar",
+            "يُرجى تأكيد اشتراكك في o11y weekly",
+            "تأكيد اشتراكي",
+            ["افتح هذا الرابط للتأكيد:", "وتبقى صلاحيته 7 أيام."],
+            ["اعرضها في المتصفح", "إلغاء الاشتراك", "تصلك هذه الرسالة لأنك مشترك في o11y weekly."],
+        ),
+        (
+            "he",
+            "נא לאשר את ההרשמה ל־o11y weekly",
+            "אישור ההרשמה",
+            ["לאישור יש לפתוח את הקישור הזה:", "ובתוקף למשך 7 ימים."],
+            ["לצפייה בדפדפן", "ביטול ההרשמה", "הודעה זו נשלחה אליך כי נרשמת ל־o11y weekly."],
+        ),
+    ],
+)
+def test_right_to_left_emails_speak_the_list_language(
+    client, make_list, outbox, app, language, subject, button, text_words, chrome
+):
+    """The confirmation email and an issue's own words, right to left, no English left."""
+    app.config["CONFIRM_MAX_AGE"] = 7 * 86400
+    make_list(language=language)
+    response = client.post("/subscribe", data={"email": "zoe@example.org", "list": "weekly"})
+    assert response.status_code == 303
+    (message,) = outbox.messages
+    parsed = email.message_from_bytes(message.as_bytes(), policy=email.policy.default)
+    assert parsed["Subject"] == subject
+    html = parsed.get_body(("html",)).get_content()
+    tree = lxml.html.document_fromstring(html)
+    root = tree.getroottree().getroot()
+    assert (root.get("lang"), root.get("dir")) == (language, "rtl")
+    shown = tree.text_content()
+    assert button in shown
+    text = parsed.get_body(("plain",)).get_content()
+    for words in text_words:
+        assert words in text
+    for english in ("Confirm my subscription", "Open this link", "If the button"):
+        assert english not in shown and english not in text
+
+    # An issue to the same list: its chrome (greeting, links, footer) in the list's language.
+    _, issue, issue_text = _render(JAPANESE.replace("language: ja\n", ""), _list(language))
+    issue_root = issue.getroottree().getroot()
+    assert (issue_root.get("lang"), issue_root.get("dir")) == (language, "rtl")
+    for words in chrome:
+        assert words in issue.text_content() or words in issue_text
 
 
 @pytest.mark.parametrize(

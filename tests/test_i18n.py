@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gettext
+import re
 from typing import Any
 
 import jinja2
@@ -77,6 +79,60 @@ def test_every_string_is_translated_in_every_catalogue() -> None:
     assert gaps == {locale: [] for locale in catalogues.LOCALES}
 
 
+PLACEHOLDER = re.compile(r"%\([a-z_]+\)[sd]")
+
+
+def test_translations_keep_every_placeholder() -> None:
+    """A translation keeps the msgid's placeholders exactly, nothing renamed or added.
+
+    Only a plural form used for a single number may say it in words and leave %(num)d
+    out (Arabic "يومين", Hebrew "יומיים": two days), as GNU msgfmt --check allows.
+    """
+    problems = []
+    for locale in catalogues.LOCALES:
+        catalog = catalogues.read(locale)
+        form_of = gettext.c2py(catalog.plural_expr)
+        numbers_per_form = [0] * catalog.num_plurals
+        for n in range(1000):
+            numbers_per_form[form_of(n)] += 1
+        for message in catalog:
+            if not message.id:
+                continue
+            if isinstance(message.id, str):
+                pairs = [(message.id, message.string, False)]
+            else:
+                pairs = [
+                    (message.id[1], string, numbers_per_form[form] == 1)
+                    for form, string in enumerate(message.string)
+                ]
+            for source, translated, one_number in pairs:
+                wanted = sorted(PLACEHOLDER.findall(source))
+                found = sorted(PLACEHOLDER.findall(translated))
+                if one_number and found != wanted:
+                    wanted = [p for p in wanted if p != "%(num)d"]
+                if found != wanted:
+                    problems.append(f"{locale}: {translated!r} has {found}, wants {wanted}")
+    assert problems == []
+
+
+@pytest.mark.parametrize(
+    ("language", "words"),
+    [
+        ("ar", ["اشترك في o11y weekly", "عنوان البريد الإلكتروني", "اشترك", "(اختياري)"]),
+        ("he", ["הרשמה ל־o11y weekly", "כתובת דוא״ל", "הרשמה", "(לא חובה)"]),
+    ],
+)
+def test_right_to_left_lists_speak_their_language(
+    client: Any, make_list: Any, language: str, words: list[str]
+) -> None:
+    make_list(language=language)
+    body = client.get("/subscribe?list=weekly").get_data(as_text=True)
+    assert f'<html lang="{language}" dir="rtl">' in body
+    for word in words:
+        assert word in body
+    assert "Email address" not in body and "Subscribe" not in body
+
+
 # --- The list's language ------------------------------------------------------------------
 
 
@@ -136,6 +192,8 @@ def test_update_of_an_unknown_list(runner: Any) -> None:
 def test_console_list_form_sets_the_language(admin_client: Any, db_session: Any) -> None:
     form = admin_client.get("/admin/lists/new").get_data(as_text=True)
     assert 'name="language"' in form and 'value="ja"' in form
+    assert '<option value="ar">العربية</option>' in form
+    assert '<option value="he">עברית</option>' in form
     response = admin_client.post(
         "/admin/lists/new",
         data={

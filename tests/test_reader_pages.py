@@ -155,6 +155,43 @@ def test_too_many_signups_page_in_the_lists_language_leads_home(client, app, mak
     assert "Demasiados pedidos" in body and 'href="/"' in body
 
 
+@pytest.mark.parametrize(
+    ("lists", "form", "accept", "lang", "words"),
+    [
+        # One list: its language, whether the form names no list or an unknown one.
+        ([("weekly", "pt")], {}, "de", "pt", "Demasiados pedidos"),
+        ([("weekly", "pt")], {"list": "nope"}, "de", "pt", "Demasiados pedidos"),
+        # Several lists and none named: the browser's language among the shipped ones.
+        ([("weekly", "pt"), ("wochen", "de")], {}, "fr-CA, de;q=0.5", "fr", "Trop de requêtes"),
+        (
+            [("weekly", "pt"), ("wochen", "de")],
+            {"list": "x" * 70},
+            "ja",
+            "ja",
+            "リクエストが多すぎます",
+        ),
+        ([("weekly", "pt"), ("wochen", "de")], {}, "nl, sv;q=0.5", "en", "Too many requests"),
+        # A list the form names wins over the browser.
+        ([("weekly", "pt"), ("wochen", "de")], {"list": "wochen"}, "fr", "de", "Zu viele"),
+    ],
+)
+def test_too_many_signups_page_language_without_a_named_list(
+    client, app, make_list, lists, form, accept, lang, words
+):
+    for slug, language in lists:
+        make_list(slug=slug, language=language)
+    app.config["SIGNUP_IP_LIMIT"] = 0
+    response = client.post(
+        "/subscribe",
+        data={"email": "a@example.com", **form},
+        headers={"Accept-Language": accept},
+    )
+    assert response.status_code == 429
+    body = _valid(response)
+    assert f'<html lang="{lang}"' in body
+    assert words in body
+
+
 def test_favicon(client):
     response = client.get("/favicon.ico")
     assert response.status_code == 200

@@ -1,4 +1,4 @@
-"""Every reader path in Chromium at 390 px, in English and in German: no dead ends.
+"""Every reader path in Chromium at 390 px, in English, German and Arabic: no dead ends.
 
 One test per language walks the whole way (a shared browser, one page): the front door,
 a mistake and its correction, a double click on Subscribe (one email), a reload of
@@ -19,6 +19,8 @@ import sqlalchemy as sa
 from newsletter import i18n
 from newsletter import tokens
 from newsletter.models import Subscription
+from tests.ui_components import problems
+from tests.ui_components import survey
 
 pytestmark = pytest.mark.browser
 
@@ -36,9 +38,10 @@ def _shot(page: Any, language: str, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"reader-{language}-{name}.png"), full_page=True)
     _no_sideways_scroll(page)
+    assert problems(survey(page), f"reader-{language}-{name}") == []
 
 
-@pytest.mark.parametrize("language", ["en", "de"])
+@pytest.mark.parametrize("language", ["en", "de", "ar"])
 def test_every_reader_path_at_390px(
     page, live_server, make_list, outbox, app, db_session, language
 ):
@@ -65,6 +68,9 @@ def test_every_reader_path_at_390px(
     # The front door of a one-list site is its signup page.
     page.goto(f"{live_server}/")
     assert page.locator("html").get_attribute("lang") == language
+    direction = "rtl" if language == "ar" else "ltr"
+    assert page.locator("html").get_attribute("dir") == direction
+    assert page.evaluate("getComputedStyle(document.querySelector('h1')).direction") == direction
     assert page.locator("h1").inner_text() == t("Subscribe to %(name)s", name="o11y weekly")
     _shot(page, language, "1-front-door")
 
@@ -75,7 +81,7 @@ def test_every_reader_path_at_390px(
     page.wait_for_selector("#email-error")
     assert page.input_value("#email") == "foo@bar"
     assert page.input_value("#name") == "René Luçon"
-    if language == "de":
+    if language != "en":
         assert page.inner_text("#email-error") == t(
             "That does not look like an email address we can write to: please check it."
         )
@@ -149,7 +155,81 @@ def test_a_right_to_left_list_lays_out_right_to_left(page, live_server, make_lis
     card = page.locator(".card").bounding_box()
     button = page.locator("button[type=submit]").bounding_box()
     assert button["x"] + button["width"] > card["x"] + card["width"] - 60
-    # The honeypot stays out of sight without widening the page (a far-left box would).
-    box = page.locator("#website").bounding_box()
-    assert box["x"] > 390
+    _honeypot_is_hidden(page, "#website", ["#email", "#name", "button[type=submit]"])
     _shot(page, "ar", "1-subscribe")
+
+
+def _honeypot_is_hidden(page: Any, honeypot: str, tab_order: list[str]) -> None:
+    """Out of sight, out of the accessibility tree and the tab order, and inside the page."""
+    field = page.locator(honeypot)
+    assert field.get_attribute("tabindex") == "-1"
+    assert field.get_attribute("autocomplete") == "off"
+    # Inside the window: an off-screen offset is what widens a page (left: on rtl pages).
+    box = field.bounding_box()
+    assert box is not None and 0 <= box["x"] and box["x"] + box["width"] <= 390, box
+    # Nothing of it is painted or can be clicked: the point it stands on is someone else's.
+    assert not page.evaluate(
+        """(sel) => {
+            const box = document.querySelector(sel).closest('[aria-hidden=true]');
+            const r = box.getBoundingClientRect();
+            // Its top-left corner: the one pixel an unclipped 1 px box would still show.
+            const hit = document.elementFromPoint(r.x + 0.5, r.y + 0.5);
+            return box.contains(hit);
+        }""",
+        honeypot,
+    )
+    # Screen readers: the form's textboxes are the two a person fills in.
+    snapshot = page.locator("form").aria_snapshot()
+    assert snapshot.count("- textbox") == 2, snapshot
+    # The keyboard goes from the address to the name to the button.
+    page.focus(tab_order[0])
+    for selector in tab_order[1:]:
+        page.keyboard.press("Tab")
+        assert page.evaluate(
+            "(sel) => document.activeElement === document.querySelector(sel)", selector
+        ), selector
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def _readme_signup_form() -> str:
+    """The embeddable signup form as the README gives it."""
+    text = README.read_text()
+    section = text[text.index("### The embeddable signup form") :]
+    return section[
+        section.index("```html") + len("```html") : section.index(
+            "```", section.index("```html") + 7
+        )
+    ]
+
+
+@pytest.mark.parametrize("direction", ["ltr", "rtl"])
+def test_the_readmes_embedded_form_widens_no_host_page(page, direction):
+    """Pasted into a left-to-right or right-to-left site at 390 px: no sideways scroll."""
+    form = _readme_signup_form()
+    assert 'name="website"' in form
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.set_content(
+        f'<!doctype html><html lang="{"ar" if direction == "rtl" else "en"}" dir="{direction}">'
+        '<head><meta name="viewport" content="width=device-width, initial-scale=1"></head>'
+        f"<body><main>{form}</main></body></html>"
+    )
+    _no_sideways_scroll(page)
+    scroll = page.evaluate("[document.documentElement.scrollWidth, document.body.scrollWidth]")
+    assert max(scroll) <= 390, scroll
+    _honeypot_is_hidden(
+        page, "input[name=website]", ["#nl-email", "#nl-name", "button[type=submit]"]
+    )
+    # (Not _shot: the README's form is for other sites, without our components.)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"reader-{direction}-embedded-form.png"), full_page=True)
+
+
+def test_our_signup_page_honeypot_in_a_left_to_right_page(page, live_server, make_list):
+    make_list()
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{live_server}/subscribe?list=weekly")
+    assert page.locator("html").get_attribute("dir") == "ltr"
+    _no_sideways_scroll(page)
+    _honeypot_is_hidden(page, "#website", ["#email", "#name", "button[type=submit]"])

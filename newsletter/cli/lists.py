@@ -35,7 +35,7 @@ def lists(ctx: click.Context) -> None:
     "--language",
     default="en",
     show_default=True,
-    help="BCP 47 tag (en, de, fr, es, pt, ja, pt-BR...): the language of the list's "
+    help="BCP 47 tag (en, de, fr, es, pt, ja, ar, he, pt-BR...): the language of the list's "
     "pages and emails.",
 )
 @pass_state
@@ -74,7 +74,7 @@ def create(
 @click.option(
     "--language",
     default=None,
-    help="BCP 47 tag (en, de, fr, es, pt, ja, pt-BR...): the language of the list's "
+    help="BCP 47 tag (en, de, fr, es, pt, ja, ar, he, pt-BR...): the language of the list's "
     "pages and emails.",
 )
 @pass_state

@@ -18,7 +18,7 @@ from babel.messages.pofile import write_po
 
 HERE = Path(__file__).resolve().parent
 CHECKOUT = HERE.parent.parent
-LOCALES = ("de", "fr", "es", "pt", "ja")
+LOCALES = ("de", "fr", "es", "pt", "ja", "ar", "he")
 
 
 def extract(root: Path = CHECKOUT) -> Catalog:

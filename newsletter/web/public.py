@@ -80,6 +80,22 @@ def _find_list(slug: str | None) -> MailingList | None:
     return mailing_list
 
 
+def _speak_for_signup_form() -> None:
+    """Speak the language of the list the form names, else of the only list.
+
+    With neither (several lists, none or an unknown one named) the page follows the
+    browser's Accept-Language among the shipped languages (i18n.web_locale).
+    """
+    named = (request.form.get("list") or "")[:64] or None
+    if named:
+        try:
+            _find_list(named)
+            return
+        except NewsletterError:  # an unknown list: fall back as if none were named
+            pass
+    _find_list(None)
+
+
 def _ip_limited():
     # Its own transaction, and before the request's (SQLite takes the write lock at BEGIN).
     return ratelimits.hit_alone(
@@ -158,10 +174,7 @@ def subscribe():
     """
     limit = _ip_limited()
     if not limit.allowed:
-        try:  # the page in the list's language, when the form names a list we have
-            _find_list((request.form.get("list") or "")[:64] or None)
-        except NewsletterError:
-            pass
+        _speak_for_signup_form()
         return error_page(
             429,
             None,
