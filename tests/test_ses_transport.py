@@ -175,6 +175,18 @@ def test_send_email_goes_direct_by_default_and_boto3_on_request(credentials):
         SesMailer(transport="smtp")
 
 
+@pytest.mark.parametrize("transport", ["direct", "boto3"])
+def test_workers_honour_the_transport_setting(credentials, transport):
+    from newsletter.sending import worker_mailer
+
+    config = load_config(
+        {"TESTING": True, "MAIL_BACKEND": "ses", "SES_ENDPOINT_URL": "http://127.0.0.1:9"},
+        environ={"NEWSLETTER_SES_TRANSPORT": transport},
+    )
+    mailer = worker_mailer(SesMailer(endpoint_url="http://127.0.0.1:9"), config, 16)
+    assert (mailer.direct is not None) == (transport == "direct")
+
+
 def test_configurations_only_boto3_honours_stay_on_boto3(credentials):
     session = boto3.session.Session()
     plain = session.client("sesv2", region_name="us-east-1")

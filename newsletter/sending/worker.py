@@ -108,6 +108,7 @@ def worker_mailer(mailer: Mailer, config: Mapping[str, Any], concurrency: int) -
             configuration_set=config.get("SES_CONFIGURATION_SET"),
             max_pool_connections=max(concurrency, 10),
             timeout=float(settings_of(config).ses_timeout),
+            transport=settings_of(config).ses_transport,
         )
     return mailer
 
