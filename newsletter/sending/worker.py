@@ -117,8 +117,7 @@ def worker_mailer(mailer: Mailer, config: Mapping[str, Any], concurrency: int) -
         and mailer.configuration_set == config.get("SES_CONFIGURATION_SET")
         and built["max_pool_connections"] >= options["max_pool_connections"]
         and all(
-            built[key] == options[key]
-            for key in ("region", "endpoint_url", "timeout", "transport")
+            built[key] == options[key] for key in ("region", "endpoint_url", "timeout", "transport")
         )
     ):
         return mailer
