@@ -4,10 +4,14 @@
 
 Uses the PostgreSQL database `newsletter_bench_pages` (dropped and re-created), seeded
 set-based: every subscriber has one subscription on the list "weekly", ~90% active and
-the rest pending, unsubscribed, bounced or complained; one name in five is non-ASCII, and
-one subscriber in 5,000 is erased; one in 200 is also on a second list, "monthly".
-A Flask test client signs in through /admin/login (with its CSRF token) and times
---requests GETs of each page kind, in process (no network, no server threads).
+the rest pending, unsubscribed, bounced or complained (the active ones confirmed on one
+of 365 days, so the confirmation order has long runs of ties); one name in five is
+non-ASCII, and one subscriber in 5,000 is erased; one in 200 is also on a second list,
+"monthly". A Flask test client signs in through /admin/login (with its CSRF token) and
+times --requests GETs of each page kind, in process (no network, no server threads):
+the address order as before, then each sortable column's first, middle and last pages.
+A middle page is asked for as its "Next" link gives it (with its signed position) and,
+for the address and name orders, also as a bare cursor (an old bookmark: counted).
 """
 
 from __future__ import annotations
@@ -52,11 +56,13 @@ def seed(url: str, count: int) -> None:
         conn.execute(
             sa.text(
                 "INSERT INTO subscription (subscriber_id, list_id, status, created_at, "
-                "status_changed_at, source) SELECT id, "
+                "status_changed_at, source, confirmed_at) SELECT id, "
                 "(SELECT id FROM mailing_list WHERE slug = 'weekly'), "
                 "CASE WHEN id % 10 <> 0 THEN 'active' "
                 "ELSE (ARRAY['unsubscribed', 'bounced', 'complained', 'pending'])"
-                "[(id / 10) % 4 + 1] END, now(), now(), 'import' FROM subscriber"
+                "[(id / 10) % 4 + 1] END, now(), now(), 'import', "
+                "CASE WHEN id % 10 <> 0 THEN date_trunc('day', now()) "
+                "- make_interval(days => ((id::bigint * 7919) % 365)::int) END FROM subscriber"
             )
         )
         # A small second list: one subscriber in 200 is also on "monthly" (5,000 at a
@@ -89,18 +95,37 @@ def seed(url: str, count: int) -> None:
     engine.dispose()
 
 
-def middle_id(url: str) -> int:
-    """The subscriber whose address is in the middle of the address order."""
+# The middle row of each order, as SQL over the live records (the list orders: on weekly).
+MIDDLES = {
+    "address": "SELECT id FROM subscriber WHERE erased_at IS NULL ORDER BY email",
+    "name": "SELECT id FROM subscriber WHERE erased_at IS NULL AND name IS NOT NULL "
+    "ORDER BY name, id",
+    "since": "SELECT id FROM subscriber WHERE erased_at IS NULL ORDER BY created_at DESC, id DESC",
+    "status": "SELECT s.id FROM subscription JOIN subscriber s ON s.id = subscriber_id "
+    "WHERE list_id = (SELECT id FROM mailing_list WHERE slug = 'weekly') AND erased_at IS NULL "
+    "ORDER BY status, subscriber_id",
+}
+
+
+def middle(url: str, key: str) -> tuple[int, int]:
+    """The id at the middle of an order, and where the page after it starts (1-based)."""
     engine = make_engine(url)
     with engine.connect() as conn:
-        found = conn.scalar(
-            sa.text(
-                "SELECT id FROM subscriber ORDER BY email "
-                "OFFSET (SELECT count(*) / 2 FROM subscriber) LIMIT 1"
-            )
-        )
+        half = conn.scalar(sa.text("SELECT count(*) / 2 FROM subscriber WHERE erased_at IS NULL"))
+        found = conn.scalar(sa.text(f"{MIDDLES[key]} OFFSET :half LIMIT 1"), {"half": half})
     engine.dispose()
-    return found
+    return found, half + 2  # the row itself is at half + 1
+
+
+def next_link(app, key: str, direction: str, cursor: int, position: int, query: str) -> str:
+    """A "Next" link as the page before it would give it: the cursor and its signed position."""
+    from newsletter import directory
+    from newsletter.web.admin import subscribers as view
+
+    order = directory.Order(key, direction == "desc")
+    with app.test_request_context():
+        token = view._position_token("after", cursor, order, directory.Position(position))
+    return f"/admin/subscribers?{query}sort={key}&dir={direction}&after={cursor}&at={token}"
 
 
 def link(body: str, rel: str) -> str:
@@ -141,19 +166,54 @@ def main() -> None:
     )
     assert response.status_code in (302, 303), response.status_code
 
-    first = client.get("/admin/subscribers").get_data(as_text=True)
-    # The middle cursor is the id at the middle address; "Last" is followed from the pager.
+    def last_of(path: str) -> str:
+        return link(client.get(path).get_data(as_text=True), "last")
+
+    middles = {key: middle(url, key) for key in MIDDLES}
+    address_id, address_at = middles["address"]
     pages = {
         "first page": "/admin/subscribers",
-        "middle page": f"/admin/subscribers?after={middle_id(url)}",
-        "last page": link(first, "last"),
+        "middle page (Next link)": next_link(app, "address", "asc", address_id, address_at, ""),
+        "middle page (bare ?after=<id>)": f"/admin/subscribers?after={address_id}",
+        "last page": last_of("/admin/subscribers"),
         "search ?q=12345": "/admin/subscribers?q=12345",
         "search ?q=Zoë Łukasz 77": "/admin/subscribers?q=Zo%C3%AB+%C5%81ukasz+77",
         "list=weekly&status=unsubscribed": "/admin/subscribers?list=weekly&status=unsubscribed",
         "list=monthly (5,000 subscribers)": "/admin/subscribers?list=monthly",
         "status=erased": "/admin/subscribers?status=erased",
     }
-    print(f"\n{'page':<34} {'rows':>5} {'p50 ms':>8} {'p99 ms':>8}")
+    for key, direction, query in (
+        ("name", "asc", ""),
+        ("since", "desc", ""),
+        ("status", "asc", "list=weekly&"),
+    ):
+        first = f"/admin/subscribers?{query}sort={key}&dir={direction}"
+        cursor, position = middles[key]
+        pages[f"{key} {direction}: first"] = first
+        pages[f"{key} {direction}: middle (Next link)"] = next_link(
+            app, key, direction, cursor, position, query
+        )
+        if key == "name":
+            pages[f"{key} {direction}: middle (bare)"] = f"{first}&after={cursor}"
+        pages[f"{key} {direction}: last"] = last_of(first)
+    pages.update(
+        {
+            "confirmed desc: first (list=weekly)": (
+                "/admin/subscribers?list=weekly&sort=confirmed&dir=desc"
+            ),
+            "confirmed desc: last (list=weekly)": last_of(
+                "/admin/subscribers?list=weekly&sort=confirmed&dir=desc"
+            ),
+            "name asc, list=monthly": "/admin/subscribers?list=monthly&sort=name",
+            "since desc, ?q=Zoë Łukasz 77": (
+                "/admin/subscribers?q=Zo%C3%AB+%C5%81ukasz+77&sort=since&dir=desc"
+            ),
+            "name desc, list=weekly&status=unsubscribed": (
+                "/admin/subscribers?list=weekly&status=unsubscribed&sort=name&dir=desc"
+            ),
+        }
+    )
+    print(f"\n{'page':<44} {'rows':>5} {'p50 ms':>8} {'p99 ms':>8}  position")
     for label, path in pages.items():
         times = []
         for _ in range(args.requests):
@@ -166,7 +226,10 @@ def main() -> None:
         assert rows > 0, (path, "no rows")
         times.sort()
         p99 = times[min(len(times) - 1, round(0.99 * (len(times) - 1)))]
-        print(f"{label:<34} {rows:>5} {statistics.median(times):>8.1f} {p99:>8.1f}", flush=True)
+        shown = re.search(r'class="range">([^<]+)</strong>', body)
+        where = html.unescape(shown.group(1)) if shown else "-"
+        median, label = statistics.median(times), label[:44]
+        print(f"{label:<44} {rows:>5} {median:>8.1f} {p99:>8.1f}  {where}", flush=True)
     database.dispose()
 
 

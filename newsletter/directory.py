@@ -1,19 +1,28 @@
-"""The subscriber directory behind the console: filtered pages, counts, one subscriber's history.
+"""The subscriber directory behind the console: filtered, sorted pages and their counts.
 
-Pages use keyset pagination on the subscriber's address (`subscriber.email`, unique):
-each page is "the next N addresses after this one" (or before it), read straight off the
-unique index, so the first, a middle and the last page all cost the same at a million
-subscribers. The last page is read backwards and flipped. A cursor is a subscriber id, not
-an address, so no address ends up in URLs, browser histories or proxy logs. A filter with
-few matches (up to COUNT_CAP) has them read through their own indexes first and sorted,
-rather than found by walking the address index (see _matches).
+Pages use keyset (seek) pagination: each page is "the next N rows after this one" in the
+page's order (or before it), read off an index that holds that order, so the first, a
+middle and the last page all cost the same at a million subscribers. The orders (SORTS)
+are the address (unique), the name, the date subscribed and, with a list chosen, the
+status and the date confirmed on that list; all but the address end with the subscriber
+id as a tie-breaker, and each has an index in that order (see the migration c2e7a9d4f1b3).
+A missing name or confirmation date sorts after every value (before them, descending),
+read as a second range rather than with NULLS FIRST/LAST, so both ranges stay index
+scans on both backends. The last page is read backwards and flipped. A cursor is a
+subscriber id, not a value, so no address or name ends up in URLs, browser histories or
+proxy logs; its sort value is looked up again, so a row edited between two pages moves
+the page boundary with it. A filter with few matches (up to COUNT_CAP) has them read
+through their own indexes first and sorted, rather than found by walking an order's
+index (see _matches).
 
 Search is a case-insensitive substring match on the address or the name (ILIKE), served
 on PostgreSQL by pg_trgm GIN indexes (see the migration d8a3b6f2c915).
 
 Counts are exact up to COUNT_CAP and "more than COUNT_CAP" beyond: an exact count of a
 broad filter at a million rows would cost more than the page itself. Without any filter,
-PostgreSQL's own row estimate stands in for the total (shown as "about").
+PostgreSQL's own row estimate stands in for the total (shown as "about"). A page's
+position ("51-100 of N") is counted when the matches are few, and otherwise carried from
+page to page by the caller (Position); failing both it is counted (see _position).
 """
 
 from __future__ import annotations
@@ -22,23 +31,17 @@ import re
 from dataclasses import dataclass
 from dataclasses import field
 from datetime import datetime
+from typing import Any
 
 import idna
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from newsletter.errors import NewsletterError
-from newsletter.errors import NotFound
 from newsletter.lists import get_list
-from newsletter.models import Delivery
-from newsletter.models import DeliveryStatus
-from newsletter.models import FeedbackEvent
-from newsletter.models import FeedbackKind
-from newsletter.models import Issue
 from newsletter.models import MailingList
 from newsletter.models import Subscriber
 from newsletter.models import Subscription
-from newsletter.models import SubscriptionEvent
 from newsletter.models import SubscriptionStatus
 
 PAGE_SIZE = 50
@@ -48,7 +51,6 @@ MAX_SEARCH = 200
 # The status filter also offers "erased": anonymous records kept for the counts.
 ERASED = "erased"
 STATUS_FILTERS = (*(s.value for s in SubscriptionStatus), ERASED)
-HISTORY_LIMIT = 200
 
 
 class DirectoryError(NewsletterError):
@@ -75,6 +77,57 @@ class Filters:
 
 
 @dataclass(frozen=True)
+class Sort:
+    """One order the directory can be read in."""
+
+    key: str
+    label: str
+    # The first direction offered: dates newest first, the rest A to Z.
+    descending_first: bool = False
+    nullable: bool = False
+    needs_list: bool = False
+
+
+SORTS = {
+    s.key: s
+    for s in (
+        Sort("address", "Address"),
+        Sort("name", "Name", nullable=True),
+        Sort("status", "Status", needs_list=True),
+        Sort("confirmed", "Confirmed", descending_first=True, nullable=True, needs_list=True),
+        Sort("since", "Since", descending_first=True),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Order:
+    """Which column a page is sorted by, and which way."""
+
+    key: str = "address"
+    descending: bool = False
+
+    @property
+    def sort(self) -> Sort:
+        return SORTS[self.key]
+
+    @property
+    def direction(self) -> str:
+        return "desc" if self.descending else "asc"
+
+
+DEFAULT_ORDER = Order()
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a page's first row stands among the matches (1-based); `about` if estimated."""
+
+    start: int
+    about: bool = False
+
+
+@dataclass(frozen=True)
 class Membership:
     """One subscription as shown in a directory row."""
 
@@ -84,7 +137,7 @@ class Membership:
 
 @dataclass(frozen=True)
 class DirectoryRow:
-    """One subscriber on a page."""
+    """One subscriber on a page (status and confirmed_at: on the chosen list, if any)."""
 
     id: int
     email: str
@@ -92,6 +145,8 @@ class DirectoryRow:
     created_at: datetime
     erased: bool
     memberships: list[Membership] = field(default_factory=list)
+    status: SubscriptionStatus | None = None
+    confirmed_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +157,10 @@ class Count:
     capped: bool = False
     estimated: bool = False
 
+    @property
+    def exact(self) -> bool:
+        return not (self.capped or self.estimated)
+
 
 @dataclass(frozen=True)
 class Page:
@@ -111,9 +170,17 @@ class Page:
     has_prev: bool
     has_next: bool
     count: Count
-    # Position of the first row among the matches (1-based), when known cheaply: always on
-    # the first page, and on any page when the count is exact (at most COUNT_CAP matches).
-    start: int | None = None
+    order: Order = DEFAULT_ORDER
+    # Where the first row stands among the matches; None only on an empty page.
+    position: Position | None = None
+
+    @property
+    def start(self) -> int | None:
+        return self.position.start if self.position else None
+
+    @property
+    def end(self) -> int | None:
+        return self.position.start + len(self.rows) - 1 if self.position else None
 
     @property
     def first_id(self) -> int | None:
@@ -130,7 +197,11 @@ class _Where:
 
     own: list[sa.ColumnElement[bool]]
     membership: list[sa.ColumnElement[bool]]
-    by_list: bool
+    list_id: int | None
+
+    @property
+    def by_list(self) -> bool:
+        return self.list_id is not None
 
     @property
     def conditions(self) -> list[sa.ColumnElement[bool]]:
@@ -152,11 +223,12 @@ def _where(session: so.Session, filters: Filters) -> _Where:
     if found is not None:
         own.append(found)
     membership: list[sa.ColumnElement[bool]] = []
-    if filters.list_slug:
-        membership.append(Subscription.list_id == get_list(session, filters.list_slug).id)
+    list_id = get_list(session, filters.list_slug).id if filters.list_slug else None
+    if list_id is not None:
+        membership.append(Subscription.list_id == list_id)
     if status is not None and status != ERASED:
         membership.append(Subscription.status == SubscriptionStatus(status))
-    return _Where(own, membership, by_list=bool(filters.list_slug))
+    return _Where(own, membership, list_id)
 
 
 def search_condition(session: so.Session, text: str | None) -> sa.ColumnElement[bool] | None:
@@ -219,49 +291,49 @@ def _lower(value: str | None) -> str | None:
     return value.lower() if value is not None else None
 
 
-def _email_of(session: so.Session, subscriber_id: int) -> str:
-    email = session.scalar(sa.select(Subscriber.email).where(Subscriber.id == subscriber_id))
-    if email is None:
-        raise StaleCursor("That page is out of date: the subscriber it started from is gone.")
-    return email
+def check_order(order: Order, filters: Filters) -> None:
+    """Raise DirectoryError when the page cannot be sorted this way with these filters."""
+    sort = SORTS.get(order.key)
+    if sort is None:
+        raise DirectoryError(f"Unknown sort {order.key!r}: use one of {', '.join(SORTS)}.")
+    if sort.needs_list and not filters.list_slug:
+        raise DirectoryError(f"Sorting by {sort.label.lower()} needs a list: choose one first.")
 
 
 def subscriber_page(
     session: so.Session,
     filters: Filters = Filters(),
     *,
+    order: Order = DEFAULT_ORDER,
     after: int | None = None,
     before: int | None = None,
     last: bool = False,
     size: int = PAGE_SIZE,
+    position: Position | None = None,
 ) -> Page:
-    """Return a page of subscribers by address: the first, `after`/`before` an id, or the last.
+    """Return a page of subscribers in `order`: the first, `after`/`before` an id, or the last.
 
-    Raises DirectoryError for a bad filter, NotFound for an unknown list and StaleCursor
-    when the cursor's subscriber no longer exists.
+    `position` is where the caller says the page starts (carried in its page links); it
+    is used only when counting would be dear. Raises DirectoryError for a bad filter or
+    order, NotFound for an unknown list and StaleCursor when the cursor's subscriber (or,
+    for a list's order, their subscription) no longer exists.
     """
     if not 1 <= size <= MAX_PAGE_SIZE:
         raise DirectoryError(f"A page holds 1 to {MAX_PAGE_SIZE} subscribers.")
     if sum((after is not None, before is not None, last)) > 1:
         raise DirectoryError("Ask for one page: after, before or last.")
+    check_order(order, filters)
     where = _where(session, filters)
+    cursor_id = after if after is not None else before
+    cursor = (
+        None if cursor_id is None else (_sort_value(session, order, where, cursor_id), cursor_id)
+    )
     counted = _count(session, where, filters)
     matches = _matches(session, where, filters, counted)
-    query = sa.select(
-        matches.c.id,
-        matches.c.display_email,
-        matches.c.name,
-        matches.c.created_at,
-        matches.c.erased_at,
-    )
     backwards = last or before is not None
-    if after is not None:
-        query = query.where(matches.c.email > _email_of(session, after))
-    if before is not None:
-        query = query.where(matches.c.email < _email_of(session, before))
-    order = matches.c.email.desc() if backwards else matches.c.email.asc()
-    # One extra row tells whether there is a further page in the reading direction.
-    found = list(session.execute(query.order_by(order).limit(size + 1)).all())
+    # Reading ascending or descending in the sort's terms; one extra row tells whether
+    # there is a further page in the reading direction.
+    found = _read(session, matches, order, cursor, order.descending == backwards, size + 1)
     more = len(found) > size
     found = found[:size]
     if backwards:
@@ -271,28 +343,197 @@ def subscriber_page(
         has_prev, has_next = more, before is not None
     else:
         has_prev, has_next = after is not None, more
-    start = None
-    if rows and not has_prev:
-        start = 1
-    elif rows and not (counted.capped or counted.estimated):
-        # The matches are few (the count is exact): counting those before the page is cheap.
-        earlier = session.scalar(
-            sa.select(sa.func.count())
-            .select_from(matches)
-            .where(matches.c.email < _email_of(session, rows[0].id))
+    where_from = None
+    if rows:
+        where_from = _position(
+            session,
+            matches,
+            where,
+            order,
+            counted,
+            rows,
+            has_prev=has_prev,
+            last=last,
+            given=position,
         )
-        start = (earlier or 0) + 1
+        if not has_next and counted.capped:
+            # The last page tells the total, as exactly as its position is known.
+            end = where_from.start + len(rows) - 1
+            counted = Count(end, estimated=where_from.about)
     return Page(
         rows=rows,
         has_prev=has_prev,
         has_next=has_next,
         count=counted,
-        start=start,
+        order=order,
+        position=where_from,
     )
+
+
+def _position(
+    session: so.Session,
+    matches: sa.CTE,
+    where: _Where,
+    order: Order,
+    counted: Count,
+    rows: list[DirectoryRow],
+    *,
+    has_prev: bool,
+    last: bool,
+    given: Position | None,
+) -> Position:
+    """Where the page's first row stands: 1, counted if cheap, as given, or estimated.
+
+    Counting the rows before the page costs as much as reading them all up to there, so
+    past COUNT_CAP matches the position carried in the page link is trusted instead. The
+    last page, or a link without a position (an old bookmark), takes it from the total or
+    from PostgreSQL's estimate of the rows before it, and says "about". SQLite counts.
+    """
+    if not has_prev:
+        return Position(1)
+    if given is not None and given.start > 1 and not counted.exact:
+        return given
+    if last and counted.estimated:
+        return Position(max(counted.value - len(rows) + 1, 2), about=True)
+    estimate = not counted.exact and session.get_bind().dialect.name == "postgresql"
+    if last and estimate:
+        # The planner's estimate of the total (the rows before, with a row comparison
+        # estimated from its first column alone, came out 10 % off on ties).
+        total = max(_estimate(session, sa.select(matches.c.id)), COUNT_CAP + len(rows))
+        return Position(total - len(rows) + 1, about=True)
+    first = rows[0].id
+    value = _sort_value(session, order, where, first)
+    earlier = sa.select(matches.c.id).where(_precedes(matches, order, value, first))
+    if estimate:
+        return Position(max(_estimate(session, earlier), COUNT_CAP) + 1, about=True)
+    found = session.scalar(sa.select(sa.func.count()).select_from(earlier.subquery()))
+    return Position((found or 0) + 1)
+
+
+def _estimate(session: so.Session, query: sa.Select[Any]) -> int:
+    """PostgreSQL's planner estimate of the rows a query returns (no rows are read)."""
+    # Values inline: the plan is made for them, as it is for the page itself.
+    text = query.compile(dialect=session.get_bind().dialect, compile_kwargs={"literal_binds": True})
+    plan = session.execute(sa.text(f"EXPLAIN (FORMAT JSON) {text}")).scalar()
+    assert isinstance(plan, list)
+    return int(plan[0]["Plan"]["Plan Rows"])
+
+
+def _key(matches: sa.CTE, order: Order) -> sa.ColumnElement[object]:
+    column = {"address": "email", "since": "created_at", "confirmed": "confirmed_at"}
+    return matches.c[column.get(order.key, order.key)]
+
+
+def _precedes(
+    matches: sa.CTE, order: Order, value: object, subscriber_id: int
+) -> sa.ColumnElement[bool]:
+    """The matches that come before (value, subscriber_id) in the page's order."""
+    key, ids = _key(matches, order), matches.c.id
+    if order.key == "address":
+        return key > value if order.descending else key < value
+    if value is None:
+        # Missing values come last reading ascending: after every value, then by id.
+        if order.descending:
+            return sa.and_(key.is_(None), ids > subscriber_id)
+        return sa.or_(key.is_not(None), sa.and_(key.is_(None), ids < subscriber_id))
+    pair, bound = sa.tuple_(key, ids), _bound(key, value, subscriber_id)
+    if order.descending:
+        return sa.or_(key.is_(None), pair > bound) if order.sort.nullable else pair > bound
+    return pair < bound
+
+
+def _bound(key: sa.ColumnElement[object], value: object, subscriber_id: int) -> sa.Tuple:
+    return sa.tuple_(sa.literal(value, key.type), sa.literal(subscriber_id))
+
+
+def _sort_value(session: so.Session, order: Order, where: _Where, subscriber_id: int) -> object:
+    """The cursor's subscriber's value in the page's order (StaleCursor if gone)."""
+    columns: dict[str, Any] = {
+        "address": Subscriber.email,
+        "name": Subscriber.name,
+        "since": Subscriber.created_at,
+        "status": Subscription.status,
+        "confirmed": Subscription.confirmed_at,
+    }
+    query = sa.select(columns[order.key])
+    if order.sort.needs_list:
+        query = query.where(
+            Subscription.subscriber_id == subscriber_id, Subscription.list_id == where.list_id
+        )
+    else:
+        query = query.where(Subscriber.id == subscriber_id)
+    found = session.execute(query).first()
+    if found is None:
+        raise StaleCursor("That page is out of date: the subscriber it started from is gone.")
+    return found[0]
+
+
+def _read(
+    session: so.Session,
+    matches: sa.CTE,
+    order: Order,
+    cursor: tuple[object, int] | None,
+    ascending: bool,
+    limit: int,
+) -> list[sa.Row]:
+    """Up to `limit` matches after the cursor (or from the start), reading one way.
+
+    A nullable order is read as two ranges, the values and then the missing ones
+    (reversed when descending), each a plain index range: one condition with "OR IS NULL"
+    would have PostgreSQL walk the index from its start.
+    """
+    key, ids = _key(matches, order), matches.c.id
+    query = sa.select(
+        ids,
+        matches.c.display_email,
+        matches.c.name,
+        matches.c.created_at,
+        matches.c.erased_at,
+        matches.c.status,
+        matches.c.confirmed_at,
+    )
+    if ascending:
+        by_value, by_id = [key.asc(), ids.asc()], [ids.asc()]
+    else:
+        by_value, by_id = [key.desc(), ids.desc()], [ids.desc()]
+    if order.key == "address":
+        by_value = by_value[:1]  # unique: no tie-breaker, so its unique index serves
+    values = query.order_by(*by_value)
+    past: sa.ColumnElement[bool] | None = None
+    if cursor is not None and cursor[0] is not None:
+        value, subscriber_id = cursor
+        if order.key == "address":
+            past = key > value if ascending else key < value
+        else:
+            pair, bound = sa.tuple_(key, ids), _bound(key, value, subscriber_id)
+            past = pair > bound if ascending else pair < bound
+    ranges: list[sa.Select[Any]]
+    if not order.sort.nullable:
+        ranges = [values if past is None else values.where(past)]
+    else:
+        values = values.where(key.is_not(None))
+        missing = query.where(key.is_(None)).order_by(*by_id)
+        if cursor is None:
+            ranges = [values, missing] if ascending else [missing, values]
+        elif past is None:  # the cursor's value is missing
+            rest = missing.where(ids > cursor[1] if ascending else ids < cursor[1])
+            ranges = [rest] if ascending else [rest, values]
+        else:
+            ranges = [values.where(past), missing] if ascending else [values.where(past)]
+    found: list[sa.Row[Any]] = []
+    for part in ranges:
+        found += session.execute(part.limit(limit - len(found))).all()
+        if len(found) >= limit:
+            break
+    return found
 
 
 def _matches(session: so.Session, where: _Where, filters: Filters, counted: Count) -> sa.CTE:
     """The subscribers a filter matches, as a CTE for the page to order and cut.
+
+    With a list chosen, each match carries its subscription's status and confirmation date
+    on that list (NULL otherwise), and its id is the subscription's subscriber_id, so that
+    an order on the list's columns is read straight off the subscription's indexes.
 
     Left to itself, PostgreSQL answers "ORDER BY email LIMIT 51" by walking the address
     index and filtering, whenever its estimate of the matches (from ANALYZE's sample) is
@@ -308,17 +549,23 @@ def _matches(session: so.Session, where: _Where, filters: Filters, counted: Coun
     list and scans every subscriber (75 ms against 24 ms for 5,000 of a million).
     """
     columns = (
-        Subscriber.id,
         Subscriber.email,
         Subscriber.display_email,
         Subscriber.name,
         Subscriber.created_at,
         Subscriber.erased_at,
     )
-    few = filters.any and not (counted.capped or counted.estimated)
-    if not few or session.get_bind().dialect.name != "postgresql":
-        return sa.select(*columns).where(*where.conditions).cte("matches")
-    if where.by_list and len(where.own) == 1:
+    few = filters.any and counted.exact
+    materialize = few and session.get_bind().dialect.name == "postgresql"
+    if not where.by_list:
+        nothing = sa.null()
+        query = sa.select(
+            Subscriber.id,
+            *columns,
+            nothing.label("status"),
+            sa.cast(nothing, Subscription.confirmed_at.type).label("confirmed_at"),
+        ).where(*where.conditions)
+    elif materialize and len(where.own) == 1:
         probe = (
             sa.select(*columns)
             .where(Subscriber.id == Subscription.subscriber_id, *where.own)
@@ -327,14 +574,30 @@ def _matches(session: so.Session, where: _Where, filters: Filters, counted: Coun
             .lateral("s")
         )
         query = (
-            sa.select(*probe.c)
+            sa.select(
+                Subscription.subscriber_id.label("id"),
+                *probe.c,
+                Subscription.status,
+                Subscription.confirmed_at,
+            )
             .select_from(Subscription)
             .join(probe, sa.true())
             .where(*where.membership)
         )
     else:
-        query = sa.select(*columns).where(*where.conditions)
-    return query.cte("matches").prefix_with("MATERIALIZED")
+        query = (
+            sa.select(
+                Subscription.subscriber_id.label("id"),
+                *columns,
+                Subscription.status,
+                Subscription.confirmed_at,
+            )
+            .select_from(Subscriber)
+            .join(Subscription, Subscription.subscriber_id == Subscriber.id)
+            .where(*where.own, *where.membership)
+        )
+    matches = query.cte("matches")
+    return matches.prefix_with("MATERIALIZED") if materialize else matches
 
 
 def _with_memberships(session: so.Session, found: list[sa.Row]) -> list[DirectoryRow]:
@@ -356,6 +619,8 @@ def _with_memberships(session: so.Session, found: list[sa.Row]) -> list[Director
             created_at=row.created_at,
             erased=row.erased_at is not None,
             memberships=memberships[row.id],
+            status=row.status,
+            confirmed_at=row.confirmed_at,
         )
         for row in found
     ]
@@ -397,129 +662,3 @@ def _count(session: so.Session, where: _Where, filters: Filters) -> Count:
         if estimate and estimate > COUNT_CAP:
             return Count(int(estimate), estimated=True)
     return Count(COUNT_CAP, capped=True)
-
-
-# --- One subscriber's history -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SubscriptionHistory:
-    """A subscription with its consent record and its status changes, oldest first."""
-
-    subscription: Subscription
-    list_slug: str
-    list_name: str
-    events: list[SubscriptionEvent]
-
-
-@dataclass(frozen=True)
-class DeliveryRow:
-    """One ledger row: what happened to one issue sent to this subscriber."""
-
-    issue_id: int
-    issue_title: str
-    list_slug: str
-    status: DeliveryStatus
-    attempts: int
-    sent_at: datetime | None
-    updated_at: datetime
-    error: str | None
-
-
-@dataclass(frozen=True)
-class FeedbackRow:
-    """A bounce, complaint or delivery report from SES."""
-
-    kind: FeedbackKind
-    occurred_at: datetime
-    issue_title: str | None
-    bounce_type: str | None
-    bounce_subtype: str | None
-    detail: str | None
-
-
-@dataclass(frozen=True)
-class History:
-    """Everything the console shows about one subscriber (newest deliveries and feedback first)."""
-
-    subscriber: Subscriber
-    subscriptions: list[SubscriptionHistory]
-    deliveries: list[DeliveryRow]
-    feedback: list[FeedbackRow]
-    more_deliveries: bool
-    more_feedback: bool
-
-
-def get_subscriber(session: so.Session, subscriber_id: int) -> Subscriber:
-    """Return the subscriber with this id, or raise NotFound."""
-    subscriber = session.get(Subscriber, subscriber_id)
-    if subscriber is None:
-        raise NotFound("There is no such subscriber (erased records keep their page).")
-    return subscriber
-
-
-def subscriber_history(
-    session: so.Session, subscriber_id: int, *, limit: int = HISTORY_LIMIT
-) -> History:
-    """Return a subscriber's subscriptions, consent, status changes, ledger rows and feedback."""
-    subscriber = get_subscriber(session, subscriber_id)
-    subscriptions = []
-    for subscription, slug, name in session.execute(
-        sa.select(Subscription, MailingList.slug, MailingList.name)
-        .join(MailingList, MailingList.id == Subscription.list_id)
-        .where(Subscription.subscriber_id == subscriber.id)
-        .order_by(MailingList.slug)
-    ).all():
-        events = list(
-            session.scalars(
-                sa.select(SubscriptionEvent)
-                .where(SubscriptionEvent.subscription_id == subscription.id)
-                .order_by(SubscriptionEvent.at, SubscriptionEvent.id)
-            )
-        )
-        subscriptions.append(SubscriptionHistory(subscription, slug, name, events))
-
-    ledger = session.execute(
-        sa.select(
-            Delivery.issue_id,
-            Issue.title,
-            MailingList.slug,
-            Delivery.status,
-            Delivery.attempts,
-            Delivery.sent_at,
-            Delivery.updated_at,
-            Delivery.error,
-        )
-        .join(Issue, Issue.id == Delivery.issue_id)
-        .join(MailingList, MailingList.id == Issue.list_id)
-        .where(Delivery.subscriber_id == subscriber.id)
-        .order_by(Delivery.id.desc())
-        .limit(limit + 1)
-    ).all()
-    feedback = session.execute(
-        sa.select(
-            FeedbackEvent.kind,
-            FeedbackEvent.occurred_at,
-            Issue.title,
-            FeedbackEvent.bounce_type,
-            FeedbackEvent.bounce_subtype,
-            FeedbackEvent.detail,
-        )
-        .outerjoin(Issue, Issue.id == FeedbackEvent.issue_id)
-        .where(
-            sa.or_(
-                FeedbackEvent.subscriber_id == subscriber.id,
-                FeedbackEvent.email == subscriber.email,
-            )
-        )
-        .order_by(FeedbackEvent.occurred_at.desc(), FeedbackEvent.id.desc())
-        .limit(limit + 1)
-    ).all()
-    return History(
-        subscriber=subscriber,
-        subscriptions=subscriptions,
-        deliveries=[DeliveryRow(*row) for row in ledger[:limit]],
-        feedback=[FeedbackRow(*row) for row in feedback[:limit]],
-        more_deliveries=len(ledger) > limit,
-        more_feedback=len(feedback) > limit,
-    )

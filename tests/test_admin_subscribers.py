@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from newsletter import directory
+from newsletter import history as history_core
 from newsletter import tokens
 from newsletter.models import DeliveryStatus
 from newsletter.models import FeedbackEvent
@@ -386,7 +387,7 @@ def test_subscriber_page_shows_consent_history_deliveries_and_feedback(
 
 def test_history_lists_the_right_rows(app, people, db_session, make_ledger):
     fritz = _history_fixture(db_session, make_ledger, people)
-    history = directory.subscriber_history(db_session, fritz.id)
+    history = history_core.subscriber_history(db_session, fritz.id)
     assert [h.list_slug for h in history.subscriptions] == ["weekly"]
     assert [e.reason for e in history.subscriptions[0].events] == ["confirm", "complaint"]
     assert [(d.issue_title, d.status) for d in history.deliveries] == [

@@ -20,7 +20,9 @@ The parts:
 - outcomes: the pure rules from what happened to a send to what its row becomes
 - slots: when a worker may hand a message to SES (in-flight and pace slots)
 - renderer: one reader's message; test copies and previews
-- worker: the loop (only its main thread touches the database)
+- worker: the loop, its threads and its lifecycle (only its main thread touches the
+  database)
+- rounds: the main thread's database rounds (claim, record outcomes, mark `sending`)
 - reports: where a send stands
 """
 

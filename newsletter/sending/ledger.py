@@ -171,9 +171,7 @@ def recover_lost_workers(session: so.Session, *, lease: float) -> int:
         )
         claimed = _lockable(
             session,
-            sa.select(Delivery.id).where(
-                Delivery.claimed_by == worker.id, Delivery.status == DeliveryStatus.QUEUED
-            ),
+            sa.select(Delivery.id).where(owned_by(worker.id, DeliveryStatus.QUEUED)),
         )
         session.execute(
             sa.update(Delivery)
@@ -240,6 +238,31 @@ def live_worker(session: so.Session, *, lease: float) -> Worker | None:
 # --- A worker's own rows: every write is fenced by ownership --------------------------------
 
 
+def owned_by(
+    worker_id: str | None,
+    status: DeliveryStatus,
+    *or_statuses: DeliveryStatus,
+    running: bool = False,
+) -> sa.ColumnElement[bool]:
+    """Return the fence on writes to ledger rows: claimed by this worker (None: by no
+    worker) and in one of these statuses; with `running`, only while the worker is still
+    `running` (not declared lost meanwhile).
+
+    Several statuses are OR-ed, not IN: an executemany UPDATE cannot expand a list.
+    """
+    in_status = Delivery.status == status
+    if or_statuses:
+        in_status = sa.or_(*(Delivery.status == each for each in (status, *or_statuses)))
+    conditions = [Delivery.claimed_by == worker_id, in_status]
+    if running:
+        conditions.append(
+            sa.select(Worker.id)
+            .where(Worker.id == worker_id, Worker.status == WorkerStatus.RUNNING)
+            .exists()
+        )
+    return sa.and_(*conditions)
+
+
 def heartbeat(session: so.Session, worker_id: str) -> datetime | None:
     """Renew the worker's lease (database clock); return the database time, or None when
     the worker is no longer `running` (another worker declared it lost)."""
@@ -264,8 +287,7 @@ def claim(
         sa.select(Delivery.id)
         .where(
             Delivery.issue_id.in_(issue_ids),
-            Delivery.status == DeliveryStatus.QUEUED,
-            Delivery.claimed_by.is_(None),
+            owned_by(None, DeliveryStatus.QUEUED),
             sa.or_(Delivery.retry_at.is_(None), Delivery.retry_at <= now),
         )
         .limit(limit)
@@ -277,11 +299,7 @@ def claim(
     claimed = list(
         session.scalars(
             sa.update(Delivery)
-            .where(
-                Delivery.id.in_(ids),
-                Delivery.claimed_by.is_(None),
-                Delivery.status == DeliveryStatus.QUEUED,
-            )
+            .where(Delivery.id.in_(ids), owned_by(None, DeliveryStatus.QUEUED))
             .values(claimed_by=worker_id, claimed_at=now)
             .returning(Delivery.id)
             .execution_options(synchronize_session=False)
@@ -323,20 +341,10 @@ def mark_sending(session: so.Session, worker_id: str, ids: list[int], now: datet
     """
     if not ids:
         return set()
-    still_running = (
-        sa.select(Worker.id)
-        .where(Worker.id == worker_id, Worker.status == WorkerStatus.RUNNING)
-        .exists()
-    )
     return set(
         session.scalars(
             sa.update(Delivery)
-            .where(
-                Delivery.id.in_(ids),
-                Delivery.claimed_by == worker_id,
-                Delivery.status == DeliveryStatus.QUEUED,
-                still_running,
-            )
+            .where(Delivery.id.in_(ids), owned_by(worker_id, DeliveryStatus.QUEUED, running=True))
             .values(status=DeliveryStatus.SENDING, error=None, updated_at=now)
             .returning(Delivery.id)
             .execution_options(synchronize_session=False)
@@ -351,9 +359,7 @@ def mark_suppressed(
     if not reasons:
         return
     session.execute(
-        sa.update(Delivery).where(
-            Delivery.claimed_by == worker_id, Delivery.status == DeliveryStatus.QUEUED
-        ),
+        sa.update(Delivery).where(owned_by(worker_id, DeliveryStatus.QUEUED)),
         [
             {
                 "id": delivery_id,
@@ -378,12 +384,7 @@ def record(session: so.Session, worker_id: str, rows: list[dict[str, Any]]) -> N
         return
     session.execute(
         sa.update(Delivery).where(
-            Delivery.claimed_by == worker_id,
-            # (not IN: executemany cannot expand a list parameter)
-            sa.or_(
-                Delivery.status == DeliveryStatus.SENDING,
-                Delivery.status == DeliveryStatus.UNKNOWN,
-            ),
+            owned_by(worker_id, DeliveryStatus.SENDING, DeliveryStatus.UNKNOWN)
         ),
         rows,
         execution_options={"synchronize_session": None},
@@ -396,13 +397,21 @@ def release(session: so.Session, worker_id: str, ids: list[int]) -> None:
         return
     session.execute(
         sa.update(Delivery)
-        .where(
-            Delivery.id.in_(ids),
-            Delivery.claimed_by == worker_id,
-            Delivery.status == DeliveryStatus.QUEUED,
-        )
+        .where(Delivery.id.in_(ids), owned_by(worker_id, DeliveryStatus.QUEUED))
         .values(claimed_by=None, claimed_at=None)
         .execution_options(synchronize_session=False)
+    )
+
+
+def requeue_failed(session: so.Session, worker_id: str, ids: list[int]) -> int:
+    """Put the worker's failed rows back in the queue, unclaimed; return how many."""
+    return rowcount(
+        session.execute(
+            sa.update(Delivery)
+            .where(Delivery.id.in_(ids), owned_by(worker_id, DeliveryStatus.FAILED))
+            .values(status=DeliveryStatus.QUEUED, claimed_by=None, retry_at=None)
+            .execution_options(synchronize_session=False)
+        )
     )
 
 
@@ -411,14 +420,14 @@ def release_all(session: so.Session, worker_id: str, now: datetime) -> int:
     `sending` (calls that never came back) `unknown`; return how many became unknown."""
     session.execute(
         sa.update(Delivery)
-        .where(Delivery.claimed_by == worker_id, Delivery.status == DeliveryStatus.QUEUED)
+        .where(owned_by(worker_id, DeliveryStatus.QUEUED))
         .values(claimed_by=None, claimed_at=None)
         .execution_options(synchronize_session=False)
     )
     return rowcount(
         session.execute(
             sa.update(Delivery)
-            .where(Delivery.claimed_by == worker_id, Delivery.status == DeliveryStatus.SENDING)
+            .where(owned_by(worker_id, DeliveryStatus.SENDING))
             .values(
                 status=DeliveryStatus.UNKNOWN,
                 error=(

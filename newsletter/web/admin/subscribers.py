@@ -14,9 +14,11 @@ from flask import render_template
 from flask import request
 from flask import stream_with_context
 from flask import url_for
+from itsdangerous import Signer
 
 from newsletter import clock
 from newsletter import directory
+from newsletter import history as history_core
 from newsletter import lists as lists_core
 from newsletter import subscribers as subscribers_core
 from newsletter.models import SubscriptionStatus
@@ -53,29 +55,157 @@ def _filter_args(filters: directory.Filters) -> dict[str, str]:
     return {key: value for key, value in values.items() if value}
 
 
+def _order(filters: directory.Filters) -> tuple[directory.Order, str | None]:
+    """The order asked for in ?sort=&dir=, or the default with a notice saying why."""
+    key = request.args.get("sort", "").strip()[:32] or directory.DEFAULT_ORDER.key
+    direction = request.args.get("dir", "").strip()[:8]
+    sort = directory.SORTS.get(key)
+    if sort is None:
+        return directory.DEFAULT_ORDER, (
+            f"There is no sort {key!r}: showing the subscribers by address."
+        )
+    if direction not in ("", "asc", "desc"):
+        return directory.DEFAULT_ORDER, (
+            f"{direction!r} is not a direction (asc or desc): showing the subscribers by address."
+        )
+    order = directory.Order(key, direction == "desc" if direction else sort.descending_first)
+    try:
+        directory.check_order(order, filters)
+    except directory.DirectoryError as exc:
+        return directory.DEFAULT_ORDER, f"{exc} Showing the subscribers by address."
+    return order, None
+
+
+def _order_args(order: directory.Order) -> dict[str, str]:
+    """The query arguments that carry the order (none for the default)."""
+    if order == directory.DEFAULT_ORDER:
+        return {}
+    return {"sort": order.key, "dir": order.direction}
+
+
+# A page link carries where its page starts ("at"), so that "51-100 of N" costs nothing
+# past the count cap. Signed with the page's cursor and order: a position copied onto
+# another link, or typed, is not believed (the page counts instead).
+def _signer() -> Signer:
+    return Signer(current_app.config["SECRET_KEY"], salt="newsletter.directory.position")
+
+
+def _position_message(kind: str, cursor: int | str, order: directory.Order, value: str) -> bytes:
+    return f"{kind}:{cursor}:{order.key}:{order.direction}:{value}".encode()
+
+
+def _position_token(
+    kind: str, cursor: int | str, order: directory.Order, position: directory.Position
+) -> str:
+    value = f"{'~' if position.about else ''}{position.start}"
+    signature = _signer().get_signature(_position_message(kind, cursor, order, value))
+    return f"{value}.{signature.decode()}"
+
+
+def _given_position(
+    kind: str, cursor: int | str, order: directory.Order
+) -> directory.Position | None:
+    value, _, signature = request.args.get("at", "")[:120].partition(".")
+    digits = value.removeprefix("~")
+    if not digits.isdigit() or len(digits) > MAX_CURSOR_DIGITS:
+        return None
+    message = _position_message(kind, cursor, order, value)
+    if not _signer().verify_signature(message, signature.encode()):
+        return None
+    return directory.Position(int(digits), about=value.startswith("~"))
+
+
+def _directory_url(**values: Any) -> str:
+    return url_for("admin.subscribers", **values)
+
+
+def _pager_links(page: directory.Page, args: dict[str, str], size: int) -> dict[str, str | None]:
+    """The first, previous, next and last page links (None where there is no such page)."""
+    links: dict[str, str | None] = dict.fromkeys(("first", "prev", "next", "last"))
+    order, position = page.order, page.position
+    if page.has_prev and page.first_id is not None:
+        links["first"] = _directory_url(**args)
+        at = {}
+        if position is not None:
+            earlier = directory.Position(max(position.start - size, 1), position.about)
+            at = {"at": _position_token("before", page.first_id, order, earlier)}
+        links["prev"] = _directory_url(before=page.first_id, **args, **at)
+    if page.has_next and page.last_id is not None:
+        at = {}
+        if position is not None:
+            later = directory.Position(position.start + len(page.rows), position.about)
+            at = {"at": _position_token("after", page.last_id, order, later)}
+        links["next"] = _directory_url(after=page.last_id, **args, **at)
+        links["last"] = _directory_url(last=1, **args)
+    return links
+
+
+def _sort_links(
+    filters: directory.Filters, order: directory.Order, filter_args: dict[str, str]
+) -> list[dict[str, Any]]:
+    """Each sortable column's header: its link, and aria-sort on the current one."""
+    headers = []
+    for sort in directory.SORTS.values():
+        if sort.needs_list and not filters.list_slug:
+            continue
+        current = order.key == sort.key
+        descending = not order.descending if current else sort.descending_first
+        target = directory.Order(sort.key, descending)
+        headers.append(
+            {
+                "key": sort.key,
+                "label": sort.label,
+                "href": _directory_url(**filter_args, **_order_args(target)),
+                "aria_sort": (
+                    ("descending" if order.descending else "ascending") if current else None
+                ),
+                "next_direction": "descending" if descending else "ascending",
+            }
+        )
+    return headers
+
+
 @bp.get("/subscribers", endpoint="subscribers")
 def subscribers() -> Any:
-    """The directory: search, filter by list and status, page through by address."""
+    """The directory: search, filter by list and status, sort by a column, page through."""
     session = db_session()
     filters = _filters()
+    order, notice = _order(filters)
     after, before = _cursor("after"), _cursor("before")
     last = request.args.get("last") == "1"
     if sum((after is not None, before is not None, last)) > 1:
         abort(400, description="This page link is damaged. Start again from the first page.")
+    position = None
+    if after is not None:
+        position = _given_position("after", after, order)
+    elif before is not None:
+        position = _given_position("before", before, order)
     size = current_app.config.get("ADMIN_PAGE_SIZE", directory.PAGE_SIZE)
-    notice = None
     try:
         page = directory.subscriber_page(
-            session, filters, after=after, before=before, last=last, size=size
+            session,
+            filters,
+            order=order,
+            after=after,
+            before=before,
+            last=last,
+            size=size,
+            position=position,
         )
     except directory.StaleCursor as exc:
         notice = f"{exc} Showing the first page."
-        page = directory.subscriber_page(session, filters, size=size)
+        page = directory.subscriber_page(session, filters, order=order, size=size)
+    filter_args = _filter_args(filters)
+    args = {**filter_args, **_order_args(order)}
     return render_template(
         "admin/subscribers.html",
         page=page,
         filters=filters,
-        filter_args=_filter_args(filters),
+        filter_args=filter_args,
+        order=order,
+        order_args=_order_args(order),
+        headers={h["key"]: h for h in _sort_links(filters, order, filter_args)},
+        links=_pager_links(page, args, size),
         lists=lists_core.all_lists(session),
         statuses=directory.STATUS_FILTERS,
         notice=notice,
@@ -96,7 +226,7 @@ def _subscriber_page(
     status: int = 200,
     confirm_unsubscribe: bool = False,
 ) -> Any:
-    history = directory.subscriber_history(db_session(), subscriber_id)
+    history = history_core.subscriber_history(db_session(), subscriber_id)
     return (
         render_template(
             "admin/subscriber.html",
@@ -115,7 +245,7 @@ def subscriber_unsubscribe(subscriber_id: int) -> Any:
     The first press only asks for confirmation; the confirming form carries confirm=yes.
     """
     session = db_session()
-    found = directory.get_subscriber(session, subscriber_id)
+    found = history_core.get_subscriber(session, subscriber_id)
     if request.form.get("confirm") != "yes":
         return _subscriber_page(subscriber_id, confirm_unsubscribe=True)
     removal = subscribers_core.remove(session, found.email)
@@ -131,7 +261,7 @@ def subscriber_unsubscribe(subscriber_id: int) -> Any:
 def subscriber_erase(subscriber_id: int) -> Any:
     """Erase the personal data for good once the editor has typed the address again."""
     session = db_session()
-    found = directory.get_subscriber(session, subscriber_id)
+    found = history_core.get_subscriber(session, subscriber_id)
     if found.erased_at is not None:
         flash("This subscriber was already erased: nothing changed.", "ok")
         return redirect(url_for("admin.subscriber", subscriber_id=subscriber_id))
