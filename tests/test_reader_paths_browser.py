@@ -35,6 +35,9 @@ def _no_sideways_scroll(page: Any) -> None:
 
 
 def _shot(page: Any, language: str, name: str) -> None:
+    # After a click the new page's elements can be there before its stylesheet: measure
+    # the page as the reader sees it, styled.
+    page.wait_for_load_state("load")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"reader-{language}-{name}.png"), full_page=True)
     _no_sideways_scroll(page)
