@@ -43,6 +43,8 @@ from newsletter.models import MailingList
 from newsletter.models import Subscriber
 from newsletter.models import Subscription
 from newsletter.models import SubscriptionStatus
+from newsletter.paging import Count
+from newsletter.paging import Position
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -120,14 +122,6 @@ DEFAULT_ORDER = Order()
 
 
 @dataclass(frozen=True)
-class Position:
-    """Where a page's first row stands among the matches (1-based); `about` if estimated."""
-
-    start: int
-    about: bool = False
-
-
-@dataclass(frozen=True)
 class Membership:
     """One subscription as shown in a directory row."""
 
@@ -147,19 +141,6 @@ class DirectoryRow:
     memberships: list[Membership] = field(default_factory=list)
     status: SubscriptionStatus | None = None
     confirmed_at: datetime | None = None
-
-
-@dataclass(frozen=True)
-class Count:
-    """How many subscribers match: exact, at least `value` (capped), or estimated."""
-
-    value: int
-    capped: bool = False
-    estimated: bool = False
-
-    @property
-    def exact(self) -> bool:
-        return not (self.capped or self.estimated)
 
 
 @dataclass(frozen=True)
