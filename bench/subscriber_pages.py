@@ -182,6 +182,8 @@ def main() -> None:
         "list=weekly&status=unsubscribed": "/admin/subscribers?list=weekly&status=unsubscribed",
         "list=monthly (5,000 subscribers)": "/admin/subscribers?list=monthly",
         "status=erased": "/admin/subscribers?status=erased",
+        "list=weekly (all of them)": "/admin/subscribers?list=weekly",
+        "list=weekly&status=erased (200)": "/admin/subscribers?list=weekly&status=erased",
     }
     for key, direction, query in (
         ("name", "asc", ""),
