@@ -15,8 +15,12 @@ if TYPE_CHECKING:
     from flask import Flask
 
 
-def create_app(test_config: dict[str, Any] | None = None) -> Flask:
-    """Build the web application from NEWSLETTER_* variables, or a test dict."""
+def create_app(test_config: dict[str, Any] | None = None, *, web: bool = True) -> Flask:
+    """Build the web application from NEWSLETTER_* variables, or a test dict.
+
+    `web=False` leaves out the pages (blueprints, error pages): the command line's
+    commands other than `serve` use only the configuration, database and mailer.
+    """
     from flask import Flask  # here, not at import: `newsletter --help` needs no Flask
 
     overrides = dict(test_config or {})
@@ -43,10 +47,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from newsletter import db
     from newsletter import i18n
     from newsletter import mail
-    from newsletter import web
 
     app.extensions["newsletter.db"] = db.Database(config["DATABASE_URL"])
     app.extensions["newsletter.mailer"] = mailer or mail.make_mailer(config)
     i18n.init_app(app)
-    web.init_app(app)
+    if web:
+        from newsletter import web as pages
+
+        pages.init_app(app)
     return app

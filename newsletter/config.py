@@ -63,6 +63,9 @@ class Settings:
     ses_region: str | None = None
     ses_endpoint_url: str | None = None
     ses_configuration_set: str | None = None
+    # How SendEmail reaches SES: "direct" (one signed HTTP request on the boto3 client's
+    # connection pool, a third of boto3's CPU per call) or "boto3" (client.send_email).
+    ses_transport: str = "direct"
     # Messages per second across all workers; None reads the SES account quota.
     send_rate: float | None = None
     # The most sends in flight at once per worker process (threads; SES latency hides
@@ -203,6 +206,10 @@ def load_config(
     if config["MAIL_BACKEND"] not in {"outbox", "ses", "memory"}:
         raise ConfigError(
             f"NEWSLETTER_MAIL_BACKEND must be 'outbox' or 'ses', got {config['MAIL_BACKEND']!r}"
+        )
+    if config["SES_TRANSPORT"] not in {"direct", "boto3"}:
+        raise ConfigError(
+            f"NEWSLETTER_SES_TRANSPORT must be 'direct' or 'boto3', got {config['SES_TRANSPORT']!r}"
         )
     relaxed = config["ENV"] == "development" or config.get("TESTING")
     if relaxed:

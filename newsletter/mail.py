@@ -21,6 +21,7 @@ from typing import Protocol
 from newsletter import clock
 from newsletter import headers as headers_module
 from newsletter import metrics
+from newsletter.config import settings_of
 
 if TYPE_CHECKING:
     from newsletter.lists import ListIdentity
@@ -282,8 +283,33 @@ def classify_botocore_error(exc: Exception) -> MailerError:
     return UnknownOutcomeError(text, "network")
 
 
+# One boto3 session for the process: its clients share the loaded service models, and
+# its credentials (refreshed by botocore when they are temporary) sign the direct calls.
+_SESSION: Any = None
+_SESSION_LOCK = threading.Lock()
+
+
+def _boto3_session() -> Any:
+    global _SESSION
+    with _SESSION_LOCK:
+        if _SESSION is None:
+            import boto3
+
+            _SESSION = boto3.session.Session()
+        return _SESSION
+
+
+SES_TRANSPORTS = ("direct", "boto3")
+
+
 class SesMailer:
-    """Sends through Amazon SES API v2 (sesv2.send_email with raw MIME)."""
+    """Sends through Amazon SES API v2 (SendEmail with raw MIME).
+
+    `transport="direct"` (the default) makes SendEmail a signed HTTP request of its own on
+    the client's connection pool (newsletter.ses_transport: a third of boto3's CPU per
+    call); "boto3", a client passed in, or a configuration only boto3 can honour uses
+    `client.send_email`. Both raise the same errors for the same answers.
+    """
 
     name = "ses"
 
@@ -296,13 +322,27 @@ class SesMailer:
         max_pool_connections: int = 10,
         timeout: float = 15.0,
         client: Any = None,
+        transport: str = "direct",
     ) -> None:
+        if transport not in SES_TRANSPORTS:
+            raise ValueError(f"unknown SES transport {transport!r}")
         self.configuration_set = configuration_set
+        self.direct: Any = None  # a SendEmailTransport, when SendEmail goes direct
+        # How the client was built (None: it was given): a worker reuses it when it fits
+        # (newsletter.sending.worker_mailer), instead of building a second one.
+        self.client_options: dict[str, Any] | None = None
         if client is None:
-            import boto3
+            self.client_options = {
+                "region": region,
+                "endpoint_url": endpoint_url,
+                "max_pool_connections": max_pool_connections,
+                "timeout": timeout,
+                "transport": transport,
+            }
             from botocore.config import Config
 
-            client = boto3.client(
+            session = _boto3_session()
+            client = session.client(
                 "sesv2",
                 region_name=region or "us-east-1",
                 endpoint_url=endpoint_url,
@@ -315,9 +355,21 @@ class SesMailer:
                     read_timeout=timeout,
                 ),
             )
+            if transport == "direct":
+                from newsletter.ses_transport import SendEmailTransport
+
+                self.direct = SendEmailTransport.for_client(client, session.get_credentials())
         self.client = client
 
     def send(self, message: OutgoingMessage) -> str:
+        if self.direct is not None:
+            return self.direct.send(
+                sender=message.sender,
+                recipient=message.recipient,
+                raw=message.as_bytes(),
+                configuration_set=self.configuration_set,
+                tags=message.tags,
+            )
         from botocore.exceptions import BotoCoreError
         from botocore.exceptions import ClientError
 
@@ -352,6 +404,10 @@ def make_mailer(config: Mapping[str, Any]) -> Mailer:
             region=config.get("SES_REGION"),
             endpoint_url=config.get("SES_ENDPOINT_URL"),
             configuration_set=config.get("SES_CONFIGURATION_SET"),
+            # Room for a worker's threads: `newsletter send` and `worker` reuse this client
+            # (building a second one costs ~0.15 s of start-up).
+            max_pool_connections=max(settings_of(config).send_concurrency, 10),
+            transport=settings_of(config).ses_transport,
         )
     if backend == "memory":
         return MemoryMailer()

@@ -72,6 +72,7 @@ class SesFake:
     accepted: list[Accepted] = field(default_factory=list)
     rules: list[Rule] = field(default_factory=list)
     requests: int = 0
+    account_reads: int = 0  # GetAccount calls
     throttled: int = 0
     # Misbehave at random: kind -> probability per SendEmail (bench/send_faults.py).
     chaos: dict[str, float] = field(default_factory=dict)
@@ -260,6 +261,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if self.path.rstrip("/") == "/v2/email/account":
+            with self.state._lock:
+                self.state.account_reads += 1
             if self.state.account_broken:
                 self._answer(*_error(*ERRORS["error500"]))
             else:

@@ -68,3 +68,69 @@ def test_without_a_rate_an_unreadable_quota_is_one_clear_line(
     assert ses_app_config.accepted == []
     assert db_session.scalar(sa.select(sa.func.count()).select_from(Issue)) == 0
     db_session.commit()
+
+
+@pytest.mark.parametrize("command", ["send", "worker"])
+def test_a_send_reads_the_account_once_on_the_apps_own_client(
+    runner, weekly, ses_app_config, db_session, monkeypatch, command
+):
+    import boto3.session
+
+    built = []
+    real_client = boto3.session.Session.client
+
+    def counting_client(self, *args, **kwargs):
+        # SES clients come from one boto3 session (newsletter.mail._boto3_session).
+        built.append(args[0] if args else kwargs["service_name"])
+        return real_client(self, *args, **kwargs)
+
+    monkeypatch.setattr(boto3.session.Session, "client", counting_client)
+    if command == "send":
+        result = runner("send", ISSUE_FILE, "--list", "weekly", "--yes")
+    else:
+        queued = runner("send", ISSUE_FILE, "--list", "weekly", "--yes", "--queue-only")
+        assert queued.exit_code == 0, queued.output
+        assert ses_app_config.account_reads == 0  # queued only: the worker reads the quota
+        result = runner("worker", "--once")
+    assert result.exit_code == 0, result.output
+    assert len(ses_app_config.accepted) == 3
+    # The app's SES client reads the quota and sends: no second client, one GetAccount.
+    assert built == []
+    assert ses_app_config.account_reads == 1
+    db_session.commit()
+
+
+@pytest.mark.parametrize(
+    ("worker_config", "concurrency", "reused"),
+    [
+        ({}, 64, True),  # the defaults: the app's client has a connection per thread
+        ({}, 8, True),
+        ({}, 65, False),  # more threads than the app's client has connections for
+        ({"SES_TIMEOUT": 30.0}, 64, False),  # the app's mailer keeps its 15 s
+        ({"SES_ENDPOINT_URL": "http://127.0.0.1:2"}, 64, False),
+        ({"SES_CONFIGURATION_SET": "other"}, 64, False),
+    ],
+)
+def test_a_worker_builds_its_own_client_only_when_the_apps_does_not_fit(
+    monkeypatch, worker_config, concurrency, reused
+):
+    from newsletter.mail import SesMailer
+    from newsletter.mail import make_mailer
+    from newsletter.sending import worker_mailer
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    config = {
+        "MAIL_BACKEND": "ses",
+        "SES_REGION": "eu-west-1",
+        "SES_ENDPOINT_URL": "http://127.0.0.1:1",
+        "SES_CONFIGURATION_SET": "newsletter",
+    }
+    mailer = make_mailer(config)
+    chosen = worker_mailer(mailer, {**config, **worker_config}, concurrency)
+    assert (chosen is mailer) is reused
+    assert isinstance(chosen, SesMailer)
+    assert chosen.client.meta.config.max_pool_connections >= concurrency
+    # A client handed in (tests, stubs) is never reused: the worker builds its own, as ever.
+    given = SesMailer(client=mailer.client)
+    assert worker_mailer(given, config, concurrency) is not given

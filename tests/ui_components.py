@@ -29,7 +29,9 @@ _SURVEY = """() => {
   const look = (el) => {
     const s = getComputedStyle(el);
     return [s.backgroundColor, s.color, s.borderTopColor, s.borderTopWidth, s.borderRadius,
-            s.fontSize, s.fontWeight, s.paddingTop, s.paddingLeft, s.minHeight];
+            s.fontSize, s.fontWeight, s.paddingTop, s.paddingLeft,
+            // "auto" is how a flex item reports no minimum height
+            s.minHeight === "auto" ? "0px" : s.minHeight];
   };
   const buttons = [...document.querySelectorAll(
       "button, a.button, input[type=submit], input[type=button], input[type=reset], [role=button]")]

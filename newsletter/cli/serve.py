@@ -30,6 +30,7 @@ def serve(state: CliState, host: str, port: int, debug: bool) -> None:
     With NEWSLETTER_ENV=development and no NEWSLETTER_BASE_URL, links in the emails it
     sends (confirmation, unsubscribe) point at this server's host and port.
     """
+    state.web = True
     app = state.app
     if app.config["ENV"] == "development" and not os.environ.get("NEWSLETTER_BASE_URL"):
         app.config["BASE_URL"] = local_base_url(host, port)

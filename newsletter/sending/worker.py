@@ -100,16 +100,28 @@ class WorkerSettings:
 
 
 def worker_mailer(mailer: Mailer, config: Mapping[str, Any], concurrency: int) -> Mailer:
-    """Return the mailer a worker uses: an SES client with one connection per thread."""
-    if isinstance(mailer, SesMailer):
-        return SesMailer(
-            region=config.get("SES_REGION"),
-            endpoint_url=config.get("SES_ENDPOINT_URL"),
-            configuration_set=config.get("SES_CONFIGURATION_SET"),
-            max_pool_connections=max(concurrency, 10),
-            timeout=float(settings_of(config).ses_timeout),
+    """Return the mailer a worker uses: an SES client with one connection per thread (the
+    given mailer itself when its client was built that way already)."""
+    if not isinstance(mailer, SesMailer):
+        return mailer
+    options: dict[str, Any] = {
+        "region": config.get("SES_REGION"),
+        "endpoint_url": config.get("SES_ENDPOINT_URL"),
+        "max_pool_connections": max(concurrency, 10),
+        "timeout": float(settings_of(config).ses_timeout),
+        "transport": settings_of(config).ses_transport,
+    }
+    built = mailer.client_options
+    if (
+        built is not None
+        and mailer.configuration_set == config.get("SES_CONFIGURATION_SET")
+        and built["max_pool_connections"] >= options["max_pool_connections"]
+        and all(
+            built[key] == options[key] for key in ("region", "endpoint_url", "timeout", "transport")
         )
-    return mailer
+    ):
+        return mailer
+    return SesMailer(configuration_set=config.get("SES_CONFIGURATION_SET"), **options)
 
 
 class DeliveryWorker(Rounds):
