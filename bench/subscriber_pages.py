@@ -123,8 +123,9 @@ def next_link(app, key: str, direction: str, cursor: int, position: int, query: 
     from newsletter.web.admin import subscribers as view
 
     order = directory.Order(key, direction == "desc")
+    args = {**dict(p.split("=") for p in query.split("&") if p), **view._order_args(order)}
     with app.test_request_context():
-        token = view._position_token("after", cursor, order, directory.Position(position))
+        token = view._position_token("after", cursor, args, directory.Position(position))
     return f"/admin/subscribers?{query}sort={key}&dir={direction}&after={cursor}&at={token}"
 
 
@@ -181,6 +182,8 @@ def main() -> None:
         "list=weekly&status=unsubscribed": "/admin/subscribers?list=weekly&status=unsubscribed",
         "list=monthly (5,000 subscribers)": "/admin/subscribers?list=monthly",
         "status=erased": "/admin/subscribers?status=erased",
+        "list=weekly (all of them)": "/admin/subscribers?list=weekly",
+        "list=weekly&status=erased (200)": "/admin/subscribers?list=weekly&status=erased",
     }
     for key, direction, query in (
         ("name", "asc", ""),

@@ -43,6 +43,8 @@ from newsletter.models import MailingList
 from newsletter.models import Subscriber
 from newsletter.models import Subscription
 from newsletter.models import SubscriptionStatus
+from newsletter.paging import Count
+from newsletter.paging import Position
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -120,14 +122,6 @@ DEFAULT_ORDER = Order()
 
 
 @dataclass(frozen=True)
-class Position:
-    """Where a page's first row stands among the matches (1-based); `about` if estimated."""
-
-    start: int
-    about: bool = False
-
-
-@dataclass(frozen=True)
 class Membership:
     """One subscription as shown in a directory row."""
 
@@ -147,19 +141,6 @@ class DirectoryRow:
     memberships: list[Membership] = field(default_factory=list)
     status: SubscriptionStatus | None = None
     confirmed_at: datetime | None = None
-
-
-@dataclass(frozen=True)
-class Count:
-    """How many subscribers match: exact, at least `value` (capped), or estimated."""
-
-    value: int
-    capped: bool = False
-    estimated: bool = False
-
-    @property
-    def exact(self) -> bool:
-        return not (self.capped or self.estimated)
 
 
 @dataclass(frozen=True)
@@ -546,7 +527,9 @@ def _matches(session: so.Session, where: _Where, filters: Filters, counted: Coun
 
     A list filter without a search starts from the list's subscriptions and probes each
     subscriber by id (LATERAL ... LIMIT 1): asked the other way, PostgreSQL hashes the
-    list and scans every subscriber (75 ms against 24 ms for 5,000 of a million).
+    list and scans every subscriber (75 ms against 24 ms for 5,000 of a million). Not
+    for the erased records on a list: those few are found through their own index first
+    (probing a million subscriptions for 200 erased took 2.5 s).
     """
     columns = (
         Subscriber.email,
@@ -565,7 +548,7 @@ def _matches(session: so.Session, where: _Where, filters: Filters, counted: Coun
             nothing.label("status"),
             sa.cast(nothing, Subscription.confirmed_at.type).label("confirmed_at"),
         ).where(*where.conditions)
-    elif materialize and len(where.own) == 1:
+    elif materialize and len(where.own) == 1 and filters.status != ERASED:
         probe = (
             sa.select(*columns)
             .where(Subscriber.id == Subscription.subscriber_id, *where.own)
@@ -633,25 +616,8 @@ def count(session: so.Session, filters: Filters = Filters()) -> Count:
 
 def _count(session: so.Session, where: _Where, filters: Filters) -> Count:
     if where.by_list and len(where.own) == 1:
-        # A list filter (and maybe a status) without a search: count the list's matching
-        # subscriptions (one per subscriber), with the erased check as a per-row lookup.
-        # Asked through the subscribers instead, PostgreSQL hashes the matches and scans
-        # the subscriber table until it has COUNT_CAP of them: ~85 ms against ~35 ms at a
-        # million. (A status alone needs one row per subscriber, and DISTINCT loses more
-        # than this wins: that one stays on the subscriber side.)
-        erased_at = (
-            sa.select(Subscriber.erased_at)
-            .where(Subscriber.id == Subscription.subscriber_id)
-            .scalar_subquery()
-        )
-        capped = (
-            sa.select(Subscription.subscriber_id)
-            .where(*where.membership, erased_at.is_(None))
-            .limit(COUNT_CAP + 1)
-            .subquery()
-        )
-    else:
-        capped = sa.select(Subscriber.id).where(*where.conditions).limit(COUNT_CAP + 1).subquery()
+        return _list_count(session, where, erased=filters.status == ERASED)
+    capped = sa.select(Subscriber.id).where(*where.conditions).limit(COUNT_CAP + 1).subquery()
     value = session.scalar(sa.select(sa.func.count()).select_from(capped)) or 0
     if value <= COUNT_CAP:
         return Count(value)
@@ -661,4 +627,31 @@ def _count(session: so.Session, where: _Where, filters: Filters) -> Count:
         )
         if estimate and estimate > COUNT_CAP:
             return Count(int(estimate), estimated=True)
+    return Count(COUNT_CAP, capped=True)
+
+
+def _list_count(session: so.Session, where: _Where, *, erased: bool) -> Count:
+    """Count a list filter (and maybe a status) without a search, up to COUNT_CAP.
+
+    The list's matching subscriptions (one per subscriber) are counted off the
+    (list_id, status, subscriber_id) index alone, and the erased records among them,
+    few, through their partial index, then taken away: 2 ms for 10,001 at a million,
+    where checking each subscription's subscriber took 35-75 ms. (A status alone needs
+    one row per subscriber, and DISTINCT loses more than this wins: that one stays on
+    the subscriber side.)
+    """
+    gone = session.scalar(
+        sa.select(sa.func.count())
+        .select_from(Subscription)
+        .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
+        .where(*where.membership, Subscriber.erased_at.is_not(None))
+    )
+    gone = gone or 0
+    if erased:
+        return Count(gone) if gone <= COUNT_CAP else Count(COUNT_CAP, capped=True)
+    room = COUNT_CAP + 1 + gone
+    everyone = sa.select(Subscription.subscriber_id).where(*where.membership).limit(room)
+    found = session.scalar(sa.select(sa.func.count()).select_from(everyone.subquery())) or 0
+    if found < room:
+        return Count(found - gone)
     return Count(COUNT_CAP, capped=True)

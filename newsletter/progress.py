@@ -21,6 +21,10 @@ from newsletter.models import Delivery
 from newsletter.models import DeliveryStatus
 from newsletter.models import Issue
 from newsletter.models import IssueStatus
+from newsletter.paging import Count
+from newsletter.paging import Position
+
+SENDS_PAGE_SIZE = 20
 
 # Ledger states SES accepted the message in (what became of it since: delivered, ...).
 ACCEPTED = (
@@ -194,11 +198,68 @@ def issue_figures(session: so.Session, issue_id: int, *, lease: float = 30.0) ->
     )
 
 
-def recent_issue_figures(
-    session: so.Session, *, limit: int = 20, lease: float = 30.0
-) -> list[IssueFigures]:
-    """Return the figures of the latest issues, newest first."""
-    return [
-        _figures(session, report)
-        for report in sending.recent_reports(session, limit=limit, lease=lease, recover=False)
-    ]
+@dataclass(frozen=True)
+class SendsPage:
+    """A page of the issues page's sends, newest first, and what the pager needs."""
+
+    rows: list[IssueFigures]
+    has_prev: bool
+    has_next: bool
+    count: Count
+    position: Position | None = None
+
+    @property
+    def start(self) -> int | None:
+        return self.position.start if self.position else None
+
+    @property
+    def end(self) -> int | None:
+        return self.position.start + len(self.rows) - 1 if self.position else None
+
+    @property
+    def first_id(self) -> int | None:
+        return self.rows[0].issue.id if self.rows else None
+
+    @property
+    def last_id(self) -> int | None:
+        return self.rows[-1].issue.id if self.rows else None
+
+
+def sends_page(
+    session: so.Session,
+    *,
+    after: int | None = None,
+    before: int | None = None,
+    last: bool = False,
+    size: int = SENDS_PAGE_SIZE,
+    lease: float = 30.0,
+) -> SendsPage:
+    """Return a page of sends, newest first: the first, older than `after`, newer than
+    `before` (issue ids), or the last, each with its figures.
+
+    Keyset pages on the issue id; the count and the position are exact (a site has
+    thousands of issues at most, and the id index counts them).
+    """
+    backwards = last or before is not None
+    query = sa.select(Issue)
+    if after is not None:
+        query = query.where(Issue.id < after)
+    if before is not None:
+        query = query.where(Issue.id > before)
+    # One extra row tells whether there is a further page in the reading direction.
+    order = Issue.id.asc() if backwards else Issue.id.desc()
+    found = list(session.scalars(query.order_by(order).limit(size + 1)))
+    more = len(found) > size
+    found = found[:size]
+    if backwards:
+        found.reverse()
+        has_prev, has_next = more, before is not None
+    else:
+        has_prev, has_next = after is not None, more
+    total = session.scalar(sa.select(sa.func.count(Issue.id))) or 0
+    position = None
+    if found:
+        newer = session.scalar(sa.select(sa.func.count(Issue.id)).where(Issue.id > found[0].id))
+        position = Position((newer or 0) + 1)
+    rows = [issue_figures(session, issue.id, lease=lease) for issue in found]
+    return SendsPage(rows, has_prev, has_next, Count(total), position)

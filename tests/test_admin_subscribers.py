@@ -196,6 +196,8 @@ def test_directory_leaves_erased_out_unless_asked(admin_client, people, db_sessi
         (directory.Filters(status="unsubscribed"), 2, 1),
         (directory.Filters(search="example.net"), 1, 0),
         (directory.Filters(status="erased"), 0, 1),
+        (directory.Filters(list_slug="weekly", status="erased"), 0, 1),
+        (directory.Filters(list_slug="monthly", status="erased"), 0, 0),
         (directory.Filters(), 8, 7),
     ],
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import html
 import re
 
 import lxml.html
@@ -13,6 +14,7 @@ from newsletter.composer import compile_issue
 from newsletter.composer import load_issue_text
 from newsletter.composer import markdown
 from newsletter.composer import render_for_reader
+from newsletter.composer.mjml import compile_mjml
 from newsletter.models import MailingList
 
 BASE_URL = "https://news.example.com"
@@ -188,6 +190,8 @@ def test_right_to_left_emails_speak_the_list_language(
     assert (root.get("lang"), root.get("dir")) == (language, "rtl")
     shown = tree.text_content()
     assert button in shown
+    # The email's accessible name, read out first by screen readers, is its subject.
+    assert tree.xpath("//div[@role='article']/@aria-label") == [subject]
     text = parsed.get_body(("plain",)).get_content()
     for words in text_words:
         assert words in text
@@ -200,6 +204,27 @@ def test_right_to_left_emails_speak_the_list_language(
     assert (issue_root.get("lang"), issue_root.get("dir")) == (language, "rtl")
     for words in chrome:
         assert words in issue.text_content() or words in issue_text
+
+
+@pytest.mark.parametrize(
+    "title",
+    [
+        "يُرجى تأكيد اشتراكك",  # an Arabic vowel sign
+        "שָׁלוֹם",  # Hebrew points
+        "Cafe\u0301 \u200fo11y",  # a combining accent, a right-to-left mark
+        'Say "hi" \\ bye',
+    ],
+)
+def test_the_emails_accessible_name_is_its_title(title):
+    """MRML writes marks into the wrapper's aria-label as \\u{64f}; compile_mjml undoes it."""
+    source = (
+        f"<mjml><mj-head><mj-title>{html.escape(title)}</mj-title></mj-head>"
+        "<mj-body><mj-section><mj-column><mj-text>x</mj-text></mj-column></mj-section>"
+        "</mj-body></mjml>"
+    )
+    tree = lxml.html.document_fromstring(compile_mjml(source))
+    assert tree.xpath("//div[@role='article']/@aria-label") == [title]
+    assert tree.xpath("//title/text()") == [title]
 
 
 @pytest.mark.parametrize(

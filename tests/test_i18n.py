@@ -172,6 +172,28 @@ def test_lists_create_and_update_language(runner: Any, db_session: Any) -> None:
     assert _language(db_session, "wochen") == "pt-BR"  # untouched settings stay
 
 
+@pytest.mark.parametrize("language", ["ar", "he", "he-IL"])
+def test_lists_take_the_right_to_left_languages(
+    runner: Any, db_session: Any, language: str
+) -> None:
+    created = runner(
+        "lists",
+        "create",
+        "rtl",
+        "--name",
+        "R",
+        "--from-address",
+        "a@example.com",
+        "--language",
+        language,
+    )
+    assert created.exit_code == 0, created.output
+    assert _language(db_session, "rtl") == language
+    with i18n.using(language):
+        assert i18n.gettext("Unsubscribe") != "Unsubscribe"  # a catalogue, not English
+        assert i18n.text_direction(language) == "rtl"
+
+
 @pytest.mark.parametrize("command", ["create", "update"])
 def test_a_bad_language_is_one_clear_line(runner: Any, command: str) -> None:
     runner("lists", "create", "weekly", "--name", "W", "--from-address", "a@example.com")

@@ -104,6 +104,15 @@ def test_every_reader_path_at_390px(
     mime = email.message_from_bytes(outbox.messages[0].as_bytes(), policy=email.policy.SMTP)
     link = CONFIRM_LINK.search(mime.get_body(preferencelist=("plain",)).get_content()).group(0)
     confirm = link.replace(BASE_URL, live_server)
+    # The confirmation email as a phone shows it: the list's language and direction.
+    # (From a blank page: set_content keeps the current page's CSP, which bars inline styles.)
+    page.goto("about:blank")
+    page.set_content(mime.get_body(preferencelist=("html",)).get_content())
+    assert page.locator("html").get_attribute("dir") == direction
+    assert page.locator("h1").inner_text() == t("Please confirm your subscription")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"reader-{language}-email-confirm.png"), full_page=True)
+    _no_sideways_scroll(page)
     page.goto(confirm)
     page.click(f"button:has-text('{t('Confirm')}')")
     page.wait_for_selector(f"h1:has-text('{t('You are subscribed')}')")

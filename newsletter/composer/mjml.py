@@ -12,6 +12,13 @@ from premailer import Premailer
 DOCTYPE = "<!doctype html>"
 
 _STYLE_RE = re.compile(r"<style([^>]*)>(.*?)</style>", re.DOTALL)
+# MRML copies the email's title into the wrapper's aria-label through Rust's escape_debug:
+# combining marks and format characters come out as \u{64f} (Arabic vowel signs, Hebrew
+# points, a right-to-left mark), a backslash doubled, and a quote backslashed, which ends
+# the attribute early. Screen readers read that label aloud: it is turned back into text.
+_ARIA_LABEL_RE = re.compile(r'(<div aria-label=")((?:[^"\\]|\\.)*)(")', re.DOTALL)
+_RUST_ESCAPE_RE = re.compile(r"\\(?:u\{([0-9a-fA-F]{1,6})\}|(.))", re.DOTALL)
+_RUST_ESCAPES = {"t": "\t", "n": "\n", "r": "\r", "0": ""}
 _INLINE_MJ_STYLE_RE = re.compile(r"<mj-style\s+inline=\"inline\"\s*>(.*?)</mj-style>", re.DOTALL)
 
 
@@ -43,6 +50,7 @@ def compile_mjml(source: str) -> str:
     # fonts={}: no Google Fonts <link>/@import for names like Roboto in a font stack; the
     # email uses system fonts, and a remote stylesheet is a tracking request per open.
     html = mjml.mjml2html(source, disable_comments=True, fonts={})
+    html = _ARIA_LABEL_RE.sub(_readable_label, html, count=1)
     inline_css = {css.strip() for css in _INLINE_MJ_STYLE_RE.findall(source)}
     if inline_css:
 
@@ -67,6 +75,16 @@ def compile_mjml(source: str) -> str:
     if not html.lstrip().lower().startswith("<!doctype"):
         html = f"{DOCTYPE}\n{html}"
     return minify(html)
+
+
+def _readable_label(match: re.Match[str]) -> str:
+    def one(escape: re.Match[str]) -> str:
+        if escape.group(1):
+            return chr(int(escape.group(1), 16))
+        return _RUST_ESCAPES.get(escape.group(2), escape.group(2))
+
+    text = _RUST_ESCAPE_RE.sub(one, match.group(2)).replace('"', "&quot;")
+    return f"{match.group(1)}{text}{match.group(3)}"
 
 
 def minify(html: str) -> str:

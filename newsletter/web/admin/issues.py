@@ -46,6 +46,7 @@ from newsletter.web import db_session
 from newsletter.web import mailer
 from newsletter.web.admin import bp
 from newsletter.web.admin import current_user
+from newsletter.web.admin.subscribers import page_cursors
 from newsletter.web.preview import FRAME_CSP
 
 PASTED_NAME = "pasted.yaml"
@@ -143,9 +144,21 @@ def _index(
     lists = all_lists(session)
     if not list_slug and len(lists) == 1:
         list_slug = lists[0].slug
+    after, before, last = page_cursors() if status == 200 else (None, None, False)
+    sends = progress.sends_page(
+        session,
+        after=after,
+        before=before,
+        last=last,
+        size=current_app.config.get("ADMIN_SENDS_PAGE_SIZE", progress.SENDS_PAGE_SIZE),
+        lease=_lease(),
+    )
     page = render_template(
         "admin/issues.html",
-        figures=progress.recent_issue_figures(session, lease=_lease()),
+        sends=sends,
+        figures=sends.rows,
+        links=_sends_links(sends),
+        paged=after is not None or before is not None or last,
         lists=lists,
         errors=[_split_error(e) for e in errors or []],
         text=text,
@@ -153,6 +166,18 @@ def _index(
     )
     commit()  # rows of lost workers, marked unknown while counting
     return page, status
+
+
+def _sends_links(sends: progress.SendsPage) -> dict[str, str | None]:
+    """The pager's links for the sends (None where there is no such page)."""
+    links: dict[str, str | None] = dict.fromkeys(("first", "prev", "next", "last"))
+    if sends.has_prev:
+        links["first"] = url_for("admin.issues")
+        links["prev"] = url_for("admin.issues", before=sends.first_id)
+    if sends.has_next:
+        links["next"] = url_for("admin.issues", after=sends.last_id)
+        links["last"] = url_for("admin.issues", last=1)
+    return links
 
 
 # --- the issues page and new drafts ---------------------------------------------------------

@@ -84,32 +84,34 @@ def _order_args(order: directory.Order) -> dict[str, str]:
 
 
 # A page link carries where its page starts ("at"), so that "51-100 of N" costs nothing
-# past the count cap. Signed with the page's cursor and order: a position copied onto
-# another link, or typed, is not believed (the page counts instead).
+# past the count cap. Signed with the page's cursor, filters and order: a position copied
+# onto another link, or typed, is not believed (the page counts or estimates instead).
 def _signer() -> Signer:
     return Signer(current_app.config["SECRET_KEY"], salt="newsletter.directory.position")
 
 
-def _position_message(kind: str, cursor: int | str, order: directory.Order, value: str) -> bytes:
-    return f"{kind}:{cursor}:{order.key}:{order.direction}:{value}".encode()
+def _position_message(kind: str, cursor: int | str, args: dict[str, str], value: str) -> bytes:
+    page = "&".join(f"{key}={args[key]}" for key in sorted(args))
+    return f"{kind}:{cursor}:{page}:{value}".encode()
 
 
 def _position_token(
-    kind: str, cursor: int | str, order: directory.Order, position: directory.Position
+    kind: str, cursor: int | str, args: dict[str, str], position: directory.Position
 ) -> str:
+    """The signed "at" of a page link; `args` are the link's filter and order arguments."""
     value = f"{'~' if position.about else ''}{position.start}"
-    signature = _signer().get_signature(_position_message(kind, cursor, order, value))
+    signature = _signer().get_signature(_position_message(kind, cursor, args, value))
     return f"{value}.{signature.decode()}"
 
 
 def _given_position(
-    kind: str, cursor: int | str, order: directory.Order
+    kind: str, cursor: int | str, args: dict[str, str]
 ) -> directory.Position | None:
     value, _, signature = request.args.get("at", "")[:120].partition(".")
     digits = value.removeprefix("~")
     if not digits.isdigit() or len(digits) > MAX_CURSOR_DIGITS:
         return None
-    message = _position_message(kind, cursor, order, value)
+    message = _position_message(kind, cursor, args, value)
     if not _signer().verify_signature(message, signature.encode()):
         return None
     return directory.Position(int(digits), about=value.startswith("~"))
@@ -122,19 +124,19 @@ def _directory_url(**values: Any) -> str:
 def _pager_links(page: directory.Page, args: dict[str, str], size: int) -> dict[str, str | None]:
     """The first, previous, next and last page links (None where there is no such page)."""
     links: dict[str, str | None] = dict.fromkeys(("first", "prev", "next", "last"))
-    order, position = page.order, page.position
+    position = page.position
     if page.has_prev and page.first_id is not None:
         links["first"] = _directory_url(**args)
         at = {}
         if position is not None:
             earlier = directory.Position(max(position.start - size, 1), position.about)
-            at = {"at": _position_token("before", page.first_id, order, earlier)}
+            at = {"at": _position_token("before", page.first_id, args, earlier)}
         links["prev"] = _directory_url(before=page.first_id, **args, **at)
     if page.has_next and page.last_id is not None:
         at = {}
         if position is not None:
             later = directory.Position(position.start + len(page.rows), position.about)
-            at = {"at": _position_token("after", page.last_id, order, later)}
+            at = {"at": _position_token("after", page.last_id, args, later)}
         links["next"] = _directory_url(after=page.last_id, **args, **at)
         links["last"] = _directory_url(last=1, **args)
     return links
@@ -165,21 +167,29 @@ def _sort_links(
     return headers
 
 
+def page_cursors() -> tuple[int | None, int | None, bool]:
+    """A paged list's ?after=, ?before= and ?last=1 (400 for a damaged page link)."""
+    after, before = _cursor("after"), _cursor("before")
+    last = request.args.get("last") == "1"
+    if sum((after is not None, before is not None, last)) > 1:
+        abort(400, description="This page link is damaged. Start again from the first page.")
+    return after, before, last
+
+
 @bp.get("/subscribers", endpoint="subscribers")
 def subscribers() -> Any:
     """The directory: search, filter by list and status, sort by a column, page through."""
     session = db_session()
     filters = _filters()
     order, notice = _order(filters)
-    after, before = _cursor("after"), _cursor("before")
-    last = request.args.get("last") == "1"
-    if sum((after is not None, before is not None, last)) > 1:
-        abort(400, description="This page link is damaged. Start again from the first page.")
+    after, before, last = page_cursors()
+    filter_args = _filter_args(filters)
+    args = {**filter_args, **_order_args(order)}
     position = None
     if after is not None:
-        position = _given_position("after", after, order)
+        position = _given_position("after", after, args)
     elif before is not None:
-        position = _given_position("before", before, order)
+        position = _given_position("before", before, args)
     size = current_app.config.get("ADMIN_PAGE_SIZE", directory.PAGE_SIZE)
     try:
         page = directory.subscriber_page(
@@ -195,8 +205,6 @@ def subscribers() -> Any:
     except directory.StaleCursor as exc:
         notice = f"{exc} Showing the first page."
         page = directory.subscriber_page(session, filters, order=order, size=size)
-    filter_args = _filter_args(filters)
-    args = {**filter_args, **_order_args(order)}
     return render_template(
         "admin/subscribers.html",
         page=page,
