@@ -33,12 +33,21 @@ class OutgoingMessage:
     """A complete message as it goes on the wire, plus what the transport needs beside it."""
 
     def __init__(
-        self, *, sender: str, recipient: str, raw: bytes, tags: Mapping[str, str] | None = None
+        self,
+        *,
+        sender: str,
+        recipient: str,
+        raw: bytes,
+        tags: Mapping[str, str] | None = None,
+        chunks: list[bytes] | None = None,
     ) -> None:
         self.sender = sender  # envelope From (the list's address)
         self.recipient = recipient  # the one envelope recipient (ASCII, punycode domain)
         self.raw = raw
         self.tags = dict(tags or {})
+        # `raw` in pieces, when its long ones are the same objects in every reader's
+        # message (newsletter.wire): the SES transport base64-encodes those once.
+        self.chunks = chunks
         self._mime: EmailMessage | None = None
 
     def as_bytes(self) -> bytes:
@@ -369,6 +378,7 @@ class SesMailer:
                 raw=message.as_bytes(),
                 configuration_set=self.configuration_set,
                 tags=message.tags,
+                chunks=message.chunks,
             )
         from botocore.exceptions import BotoCoreError
         from botocore.exceptions import ClientError

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from datetime import timedelta
 from typing import Any
+from typing import cast
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -358,8 +359,9 @@ def mark_suppressed(
     """Record claimed rows not sent because the reader left or is suppressed (fenced)."""
     if not reasons:
         return
-    session.execute(
-        sa.update(Delivery).where(owned_by(worker_id, DeliveryStatus.QUEUED)),
+    _fenced_executemany(
+        session,
+        owned_by(worker_id, DeliveryStatus.QUEUED),
         [
             {
                 "id": delivery_id,
@@ -369,7 +371,6 @@ def mark_suppressed(
             }
             for delivery_id, reason in reasons.items()
         ],
-        execution_options={"synchronize_session": None},
     )
 
 
@@ -382,12 +383,27 @@ def record(session: so.Session, worker_id: str, rows: list[dict[str, Any]]) -> N
     """
     if not rows:
         return
-    session.execute(
-        sa.update(Delivery).where(
-            owned_by(worker_id, DeliveryStatus.SENDING, DeliveryStatus.UNKNOWN)
-        ),
-        rows,
-        execution_options={"synchronize_session": None},
+    _fenced_executemany(
+        session, owned_by(worker_id, DeliveryStatus.SENDING, DeliveryStatus.UNKNOWN), rows
+    )
+
+
+def _fenced_executemany(
+    session: so.Session, fence: sa.ColumnElement[bool], rows: list[dict[str, Any]]
+) -> None:
+    # One Core UPDATE ... WHERE id = ? AND <fence>, executed for every row: the ORM's bulk
+    # update by primary key did the same SQL with about 0.1 ms of bookkeeping per row, in
+    # the worker's main thread, on the loop's critical path. Every row has the same keys.
+    table = cast(sa.Table, Delivery.__table__)
+    names = [name for name in rows[0] if name != "id"]
+    statement = (
+        sa.update(table)
+        .where(table.c.id == sa.bindparam("row_id", type_=table.c.id.type), fence)
+        .values({name: sa.bindparam(f"new_{name}", type_=table.c[name].type) for name in names})
+    )
+    session.connection().execute(
+        statement,
+        [{"row_id": row["id"], **{f"new_{name}": row[name] for name in names}} for row in rows],
     )
 
 
