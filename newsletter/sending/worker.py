@@ -290,12 +290,18 @@ class DeliveryWorker(Rounds):
     # -- the loop --
 
     def _loop(self, pool: ThreadPoolExecutor, until_idle: bool) -> None:
+        # Whether the last round had messages in hand: when it ends with none, housekeeping
+        # looks at once whether the send is done (a `--once` run then exits without
+        # waiting 0.05-0.1 s more), then at its usual pace.
+        was_busy = False
         while not self._stop.is_set():
             self.book.capacity = self.in_flight_limit()
-            self._collect(self._wait_time())
+            emptied = was_busy and not (self._buffer or self.book.busy or self._pending)
+            self._collect(0.0 if emptied else self._wait_time())
             since = time.monotonic() - self._last_housekeeping
             looks_idle = not (self._buffer or self.book.busy or self._pending)
-            if since >= 1.0 or (looks_idle and since >= 0.1):
+            was_busy = not looks_idle
+            if since >= 1.0 or (looks_idle and (since >= 0.1 or emptied)):
                 try:
                     idle = self._housekeeping()
                 except DB_HICCUPS as exc:
