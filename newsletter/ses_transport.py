@@ -42,14 +42,64 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class Base64Pieces:
+    """base64 of a message given in pieces, the long pieces encoded once for all messages.
+
+    An issue's messages share their long pieces (the same bytes objects: newsletter.wire);
+    only the reader's short values between them differ. base64 maps every 3 bytes to 4
+    characters, so a piece's encoding depends only on where it starts modulo 3: each long
+    piece is encoded once per alignment, and a message costs the short pieces only (0.14
+    ms of CPU under the GIL for the 65 KB example issue, otherwise).
+    """
+
+    LONG = 1024  # pieces at least this long are kept
+    KEEP = 256  # entries at most (three per piece): a few issues' pieces
+
+    def __init__(self) -> None:
+        # (id(piece), bytes borrowed from the carry) -> (piece, encoded middle, tail)
+        self._encoded: dict[tuple[int, int], tuple[bytes, bytes, bytes]] = {}
+
+    def encode(self, pieces: list[bytes]) -> bytes:
+        """Return base64.b64encode(b"".join(pieces))."""
+        out: list[bytes] = []
+        carry = b""  # fewer than 3 bytes not encoded yet
+        for piece in pieces:
+            if len(piece) < self.LONG:
+                data = carry + piece
+                whole = len(data) - len(data) % 3
+                out.append(base64.b64encode(data[:whole]))
+                carry = data[whole:]
+                continue
+            # Complete the carry to 3 bytes with the piece's first bytes; the rest of the
+            # piece starts on a 3-byte boundary.
+            borrow = (3 - len(carry)) % 3
+            out.append(base64.b64encode(carry + piece[:borrow]))
+            key = (id(piece), borrow)
+            entry = self._encoded.get(key)
+            if entry is None or entry[0] is not piece:
+                rest = piece[borrow:]
+                whole = len(rest) - len(rest) % 3
+                entry = (piece, base64.b64encode(rest[:whole]), rest[whole:])
+                if len(self._encoded) >= self.KEEP:
+                    self._encoded.clear()
+                self._encoded[key] = entry  # one assignment: safe between threads
+            out.append(entry[1])
+            carry = entry[2]
+        out.append(base64.b64encode(carry))
+        return b"".join(out)
+
+
 def send_email_body(
     sender: str,
     recipient: str,
     raw: bytes,
     configuration_set: str | None,
     tags: Mapping[str, str],
+    *,
+    encoded: bytes | None = None,
 ) -> bytes:
-    """Return SendEmail's JSON body, byte for byte what botocore serialises for the call.
+    """Return SendEmail's JSON body, byte for byte what botocore serialises for the call
+    (`encoded`: base64 of `raw`, when the caller has it already).
 
     json.dumps spends half a millisecond checking the 90 KB of base64 for characters to
     escape; base64 has none, so it is spliced in as it is.
@@ -65,7 +115,7 @@ def send_email_body(
         (
             head[:-1].encode(),
             b', "Content": {"Raw": {"Data": "',
-            base64.b64encode(raw),
+            base64.b64encode(raw) if encoded is None else encoded,
             b'"}}',
             b", " + rest.encode() if tail else b"}",
         )
@@ -148,6 +198,7 @@ class SendEmailTransport:
         self._user_agent = f"{client.meta.config.user_agent} md/newsletter#sendemail-direct"
         # (secret key, day) -> the day's signing key: four HMACs saved per call.
         self._key: tuple[str, str, bytes] | None = None
+        self._base64 = Base64Pieces()
 
     @classmethod
     def for_client(cls, client: Any, credentials: Any) -> SendEmailTransport | None:
@@ -230,8 +281,10 @@ class SendEmailTransport:
         raw: bytes,
         configuration_set: str | None,
         tags: Mapping[str, str],
+        chunks: list[bytes] | None = None,
     ) -> str:
-        """Send one raw message; return SES's MessageId or raise the classified MailerError."""
+        """Send one raw message (`chunks`: the same bytes in pieces, see Base64Pieces);
+        return SES's MessageId or raise the classified MailerError."""
         from botocore.awsrequest import AWSPreparedRequest
         from botocore.exceptions import BotoCoreError
 
@@ -241,7 +294,10 @@ class SendEmailTransport:
 
         try:
             with metrics.SES_CALL_SECONDS.time():
-                body = send_email_body(sender, recipient, raw, configuration_set, tags)
+                encoded = None if chunks is None else self._base64.encode(chunks)
+                body = send_email_body(
+                    sender, recipient, raw, configuration_set, tags, encoded=encoded
+                )
                 request = AWSPreparedRequest(
                     "POST", self.url, self.headers(body), body, stream_output=False
                 )

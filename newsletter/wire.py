@@ -55,7 +55,7 @@ def _soft_break_ready(chunk: bytes) -> bytes:
     return chunk[:-cut] + b"=\r\n" + chunk[-cut:]
 
 
-def _join_encoded(chunks: list[bytes]) -> bytes:
+def _join_encoded(chunks: list[bytes]) -> list[bytes]:
     # Quoted-printable pieces joined by soft line breaks decode to the pieces' text joined.
     out: list[bytes] = []
     for chunk in chunks:
@@ -64,7 +64,7 @@ def _join_encoded(chunks: list[bytes]) -> bytes:
         if out and not out[-1].endswith(b"\r\n"):
             out.append(b"=\r\n")
         out.append(chunk)
-    return b"".join(out)
+    return out
 
 
 class EncodedBody:
@@ -82,6 +82,11 @@ class EncodedBody:
 
     def fill(self, values: dict[str, str]) -> bytes:
         """Return the encoded part with the reader's values in their slots."""
+        return b"".join(self.fill_chunks(values))
+
+    def fill_chunks(self, values: dict[str, str]) -> list[bytes]:
+        """Return the encoded part in pieces: the same piece objects for every reader
+        (a transport may encode them once, newsletter.ses_transport), their values between."""
         chunks = [self.pieces[0]]
         for name, piece in zip(self.names, self.pieces[1:], strict=True):
             chunks.append(_soft_break_ready(_qp(values[name], last=False)))
@@ -144,14 +149,15 @@ class MessageTemplate:
         to_address: str,
         to_name: str | None,
         unsubscribe_url: str,
-        text: str | bytes,
-        html: str | bytes,
+        text: str | bytes | list[bytes],
+        html: str | bytes | list[bytes],
         tags: dict[str, str],
         unsubscribe_mailto: str | None = None,
     ) -> OutgoingMessage:
         """Return one reader's message, as build_message would have built it.
 
-        `text` and `html` are the parts' text, or already encoded (EncodedBody.fill).
+        `text` and `html` are the parts' text, or already encoded (EncodedBody.fill, or
+        its pieces: EncodedBody.fill_chunks).
         """
         recipient = headers.wire_address(to_address)
         values = {
@@ -165,7 +171,17 @@ class MessageTemplate:
             for line, name in zip(self.fields, self.order, strict=True)
         )
         before, middle, after = self.body
-        text_qp = text if isinstance(text, bytes) else _qp(text)
-        html_qp = html if isinstance(html, bytes) else _qp(html)
-        raw = head + b"\r\n" + before + text_qp + middle + html_qp + after
-        return OutgoingMessage(sender=self.from_address, recipient=recipient, raw=raw, tags=tags)
+        chunks = [head, b"\r\n", before, *_encoded(text), middle, *_encoded(html), after]
+        return OutgoingMessage(
+            sender=self.from_address,
+            recipient=recipient,
+            raw=b"".join(chunks),
+            tags=tags,
+            chunks=chunks,
+        )
+
+
+def _encoded(part: str | bytes | list[bytes]) -> list[bytes]:
+    if isinstance(part, list):
+        return part
+    return [part if isinstance(part, bytes) else _qp(part)]

@@ -269,3 +269,29 @@ def test_the_front_door_in_hebrew_with_an_arabic_list(page, live_server, make_li
             page, f"#website-{slug}", [f"#email-{slug}", f"#list-{slug} ~ form button"]
         )
     _shot(page, "he", "front-door")
+
+
+def test_an_arabic_lists_archive_and_issue_at_390px(
+    page, live_server, make_list, make_subscriber, app, db_session
+):
+    """The archive of a right-to-left list: its English issue titles still read left to right."""
+    from newsletter import sending
+    from newsletter.models import IssueStatus
+
+    make_subscriber(make_list(name="نشرة المراقبة", language="ar"))
+    issue_file = Path(__file__).parent / "data" / "sending-issue.yaml"
+    plan = sending.plan_send(db_session, issue_file, "weekly", base_url=app.config["BASE_URL"])
+    issue = sending.start_send(db_session, plan)
+    issue.status = IssueStatus.SENT
+    db_session.commit()
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{live_server}/archive?list=weekly")
+    assert page.locator("html").get_attribute("dir") == "rtl"
+    with i18n.using("ar"):
+        assert page.locator("h1").inner_text() == i18n.gettext("Past issues")
+    title = page.locator(".archive-list a").first
+    assert title.evaluate("el => getComputedStyle(el).direction") == "ltr"
+    _shot(page, "ar", "archive")
+    title.click()
+    page.wait_for_load_state("load")
+    _shot(page, "ar", "archive-issue")

@@ -74,17 +74,17 @@ def test_without_a_rate_an_unreadable_quota_is_one_clear_line(
 def test_a_send_reads_the_account_once_on_the_apps_own_client(
     runner, weekly, ses_app_config, db_session, monkeypatch, command
 ):
-    import boto3.session
+    import botocore.session
 
     built = []
-    real_client = boto3.session.Session.client
+    real_client = botocore.session.Session.create_client
 
     def counting_client(self, *args, **kwargs):
-        # SES clients come from one boto3 session (newsletter.mail._boto3_session).
+        # SES clients come from one botocore session (newsletter.mail._aws_session).
         built.append(args[0] if args else kwargs["service_name"])
         return real_client(self, *args, **kwargs)
 
-    monkeypatch.setattr(boto3.session.Session, "client", counting_client)
+    monkeypatch.setattr(botocore.session.Session, "create_client", counting_client)
     if command == "send":
         result = runner("send", ISSUE_FILE, "--list", "weekly", "--yes")
     else:

@@ -121,6 +121,52 @@ def test_request_is_botocores_byte_for_byte(
     assert ("x-amz-security-token" in signed["Authorization"]) == (token is not None)
 
 
+def test_pieces_are_base64_encoded_as_the_whole():
+    import base64
+    import random
+
+    from newsletter.ses_transport import Base64Pieces
+
+    rng = random.Random(13)
+    shared = [rng.randbytes(n) for n in (1024, 1025, 1026, 5000, 45001)]
+    encoder = Base64Pieces()
+    for _ in range(300):
+        pieces = []
+        for _ in range(rng.randrange(0, 12)):
+            if rng.random() < 0.5:
+                pieces.append(rng.choice(shared))  # the same objects, at any alignment
+            else:
+                pieces.append(rng.randbytes(rng.choice((0, 1, 2, 3, 7, 500, 1023, 2000))))
+        assert encoder.encode(pieces) == base64.b64encode(b"".join(pieces))
+    assert 0 < len(encoder._encoded) <= Base64Pieces.KEEP
+
+
+def test_a_message_in_pieces_makes_the_same_request(monkeypatch):
+    monkeypatch.setattr(ses_transport, "_utcnow", lambda: FROZEN)
+    session = boto3.session.Session(aws_access_key_id="AK", aws_secret_access_key="SK")
+    client = session.client("sesv2", region_name="eu-west-1")
+    transport = SendEmailTransport.for_client(client, session.get_credentials())
+    pieces = [b"To: x\r\n", bytes(range(256)) * 20, b"=\r\n", b"ab", bytes(range(256)) * 9]
+    raw = b"".join(pieces)
+    captured = []
+    transport._http = _FakeHttp(_Answer(200, {}, b'{"MessageId": "m"}'))
+    for chunks in (None, pieces, pieces):
+        assert (
+            transport.send(
+                sender="a@example.com",
+                recipient="b@example.com",
+                raw=raw,
+                configuration_set="cs",
+                tags={"issue": "1"},
+                chunks=chunks,
+            )
+            == "m"
+        )
+        captured.append(transport._http.requests[-1])
+    assert captured[0].body == captured[1].body == captured[2].body
+    assert captured[0].headers["Authorization"] == captured[2].headers["Authorization"]
+
+
 def test_refreshed_credentials_sign_each_call(monkeypatch):
     """Temporary credentials are read per call: a refreshed key signs the next request."""
     monkeypatch.setattr(ses_transport, "_utcnow", lambda: FROZEN)

@@ -156,3 +156,31 @@ def test_a_reader_message_reads_as_the_one_built_in_full(app, make_list):
     for kind, full in (("html", full_html), ("plain", full_text)):
         content = ours.get_body((kind,)).get_content()
         assert content.replace("\r\n", "\n").rstrip("\n") == full.rstrip("\n")
+
+
+def test_reader_messages_share_their_long_pieces(app, make_list):
+    """A message's pieces join to its bytes, and its long pieces are the same objects in
+    every reader's message (the SES transport encodes those once)."""
+    from newsletter.sending.renderer import IssueRenderer
+
+    renderer = IssueRenderer(
+        issue_id=7,
+        slug="s",
+        subject="Subject",
+        html="<p>{{nl:greeting}}</p>" + "<p>Grüße — lang</p>" * 300 + "{{nl:unsubscribe_url}}",
+        text="{{nl:greeting}}\n\n" + "Some text, a long line " * 80 + "\n{{nl:unsubscribe_url}}\n",
+        mailing_list=make_list(),
+        base_url="https://news.example.com",
+        secret_key="k" * 32,
+    )
+    first, second = (
+        renderer.message(
+            email=f"reader{n}@example.com", name=name, subscription_id=n, delivery_id=n
+        )
+        for n, name in ((1, "Ann"), (2, "Luçon <René> with a longer name"))
+    )
+    for message in (first, second):
+        assert message.chunks is not None and b"".join(message.chunks) == message.raw
+    long_first = [id(piece) for piece in first.chunks if len(piece) >= 1024]
+    long_second = [id(piece) for piece in second.chunks if len(piece) >= 1024]
+    assert len(long_first) >= 2 and long_first == long_second

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -31,6 +32,7 @@ from newsletter.models import Suppression
 from newsletter.models import Worker
 from newsletter.models import WorkerStatus
 
+_DELIVERY = cast(sa.Table, Delivery.__table__)
 log = logging.getLogger(__name__)
 
 QUOTA_RECHECK = timedelta(minutes=10)
@@ -342,14 +344,26 @@ def mark_sending(session: so.Session, worker_id: str, ids: list[int], now: datet
     """
     if not ids:
         return set()
-    return set(
-        session.scalars(
-            sa.update(Delivery)
-            .where(Delivery.id.in_(ids), owned_by(worker_id, DeliveryStatus.QUEUED, running=True))
-            .values(status=DeliveryStatus.SENDING, error=None, updated_at=now)
-            .returning(Delivery.id)
-            .execution_options(synchronize_session=False)
+    return set(session.scalars(_mark_sending_statement(worker_id), {"ids": ids, "now": now}))
+
+
+# The statements of every loop round are built once per worker: building one and its
+# cache key costs SQLAlchemy 0.2-0.35 ms each time, in the main thread.
+@functools.lru_cache(maxsize=32)
+def _mark_sending_statement(worker_id: str) -> sa.Update:
+    return (
+        sa.update(Delivery)
+        .where(
+            Delivery.id.in_(sa.bindparam("ids", expanding=True)),
+            owned_by(worker_id, DeliveryStatus.QUEUED, running=True),
         )
+        .values(
+            status=DeliveryStatus.SENDING,
+            error=None,
+            updated_at=sa.bindparam("now", type_=_DELIVERY.c.updated_at.type),
+        )
+        .returning(Delivery.id)
+        .execution_options(synchronize_session=False)
     )
 
 
@@ -361,7 +375,7 @@ def mark_suppressed(
         return
     _fenced_executemany(
         session,
-        owned_by(worker_id, DeliveryStatus.QUEUED),
+        (worker_id, (DeliveryStatus.QUEUED,)),
         [
             {
                 "id": delivery_id,
@@ -384,26 +398,35 @@ def record(session: so.Session, worker_id: str, rows: list[dict[str, Any]]) -> N
     if not rows:
         return
     _fenced_executemany(
-        session, owned_by(worker_id, DeliveryStatus.SENDING, DeliveryStatus.UNKNOWN), rows
+        session, (worker_id, (DeliveryStatus.SENDING, DeliveryStatus.UNKNOWN)), rows
     )
 
 
 def _fenced_executemany(
-    session: so.Session, fence: sa.ColumnElement[bool], rows: list[dict[str, Any]]
+    session: so.Session, fence: tuple[str, tuple[DeliveryStatus, ...]], rows: list[dict[str, Any]]
 ) -> None:
     # One Core UPDATE ... WHERE id = ? AND <fence>, executed for every row: the ORM's bulk
     # update by primary key did the same SQL with about 0.1 ms of bookkeeping per row, in
     # the worker's main thread, on the loop's critical path. Every row has the same keys.
-    table = cast(sa.Table, Delivery.__table__)
-    names = [name for name in rows[0] if name != "id"]
-    statement = (
-        sa.update(table)
-        .where(table.c.id == sa.bindparam("row_id", type_=table.c.id.type), fence)
-        .values({name: sa.bindparam(f"new_{name}", type_=table.c[name].type) for name in names})
-    )
+    names = tuple(name for name in rows[0] if name != "id")
     session.connection().execute(
-        statement,
+        _fenced_update(*fence, names),
         [{"row_id": row["id"], **{f"new_{name}": row[name] for name in names}} for row in rows],
+    )
+
+
+@functools.lru_cache(maxsize=32)
+def _fenced_update(
+    worker_id: str, statuses: tuple[DeliveryStatus, ...], names: tuple[str, ...]
+) -> sa.Update:
+    table = _DELIVERY
+    return (
+        sa.update(table)
+        .where(
+            table.c.id == sa.bindparam("row_id", type_=table.c.id.type),
+            owned_by(worker_id, *statuses),
+        )
+        .values({name: sa.bindparam(f"new_{name}", type_=table.c[name].type) for name in names})
     )
 
 

@@ -138,8 +138,8 @@ class IssueRenderer:
             to_name=name,
             unsubscribe_url=unsubscribe,
             unsubscribe_mailto=mailto,
-            text=text_body.fill(text_values),
-            html=html_body.fill(html_values),
+            text=text_body.fill_chunks(text_values),
+            html=html_body.fill_chunks(html_values),
             tags=tags,
         )
 

@@ -72,6 +72,26 @@ log = logging.getLogger("newsletter.sending.worker")
 DB_HICCUPS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InternalError)
 
 
+# Where each due message's reader, issue and row stand, just before the send (built once:
+# building it and its cache key every round cost the main thread 0.2 ms).
+_CHECK_READERS = (
+    sa.select(
+        Delivery.id,
+        Delivery.status,
+        Delivery.claimed_by,
+        Issue.status.label("issue_status"),
+        Subscription.status.label("subscription_status"),
+        Subscriber.erased_at,
+        Suppression.reason.label("suppression"),
+    )
+    .join(Issue, Issue.id == Delivery.issue_id)
+    .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+    .outerjoin(Subscription, Subscription.id == Delivery.subscription_id)
+    .outerjoin(Suppression, Suppression.email == Subscriber.email)
+    .where(Delivery.id.in_(sa.bindparam("ids", expanding=True)))
+)
+
+
 class Rounds:
     """The database rounds of a DeliveryWorker (newsletter.sending.worker), which sets up
     the state below; the loop, the threads and the lifecycle stay there."""
@@ -363,22 +383,7 @@ class Rounds:
         """Check each reader just before the send; mark the ones still wanted `sending`."""
         if not due:
             return []
-        rows = session.execute(
-            sa.select(
-                Delivery.id,
-                Delivery.status,
-                Delivery.claimed_by,
-                Issue.status.label("issue_status"),
-                Subscription.status.label("subscription_status"),
-                Subscriber.erased_at,
-                Suppression.reason.label("suppression"),
-            )
-            .join(Issue, Issue.id == Delivery.issue_id)
-            .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-            .outerjoin(Subscription, Subscription.id == Delivery.subscription_id)
-            .outerjoin(Suppression, Suppression.email == Subscriber.email)
-            .where(Delivery.id.in_([job.delivery_id for job in due]))
-        ).all()
+        rows = session.execute(_CHECK_READERS, {"ids": [job.delivery_id for job in due]}).all()
         by_id = {row.id: row for row in rows}
         now = self._now()
         candidates, suppressed, stopped_issues, cancelled, stopped = [], {}, set(), [], []
