@@ -324,6 +324,7 @@ def test_consecutive_errors_pause_and_resume_loses_nobody(app, db_session, weekl
     assert "3 messages in a row" in issue.paused_reason
     assert "not verified" in issue.paused_reason
     assert progress.sent == 2
+    assert progress.failed == 0  # the streak's rows went back to the queue (it said 1)
     statuses = _statuses(db_session, issue.id)
     assert sum(s is DeliveryStatus.SENT for s in statuses.values()) == 2
     assert sum(s is DeliveryStatus.QUEUED for s in statuses.values()) == 10  # none dropped

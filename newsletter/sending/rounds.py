@@ -283,9 +283,10 @@ class Rounds:
                     f"SES refused to send for this account ({detail}). Fix the account, "
                     "then run `newsletter send --resume ISSUE`.",
                 )
+        requeued = 0
         for issue_id, streak in streaks.items():
             if len(streak) >= self.settings.max_consecutive_errors:
-                self._pause_for_errors(session, issue_id, streak)
+                requeued += self._pause_for_errors(session, issue_id, streak)
 
         def settle() -> None:
             self._streaks = streaks
@@ -299,6 +300,8 @@ class Rounds:
                         change.status is DeliveryStatus.FAILED,
                         unknown=change.status is DeliveryStatus.UNKNOWN,
                     )
+            # After this round's own failures are counted: the streak may include them.
+            self.progress.failed = max(self.progress.failed - requeued, 0)
 
         return back, settle
 
@@ -315,13 +318,14 @@ class Rounds:
         elif what is Happened.NOT_TAKEN:
             self.progress.retried += 1
 
-    def _pause_for_errors(self, session: so.Session, issue_id: int, streak: list[int]) -> None:
+    def _pause_for_errors(self, session: so.Session, issue_id: int, streak: list[int]) -> int:
+        """Pause the issue after a streak of errors; return how many failed rows went back
+        to the queue (no longer failed: the round's settle counts them out)."""
         last = session.scalar(sa.select(Delivery.error).where(Delivery.id == streak[-1]))
         # The streak most likely failed for a common cause, not the readers: give their
         # failed rows back to the queue so resuming sends to them. Unknown rows stay
         # unknown: SES may have taken them.
         requeued = requeue_failed(session, self.id, streak)
-        self.progress.failed = max(self.progress.failed - requeued, 0)
         self._pause(
             session,
             issue_id,
@@ -329,6 +333,7 @@ class Rounds:
             "Check the account and the issue, then run `newsletter send --resume ISSUE`.",
         )
         streak.clear()
+        return requeued
 
     def _pause(
         self, session: so.Session, issue_id: int, reason: str, resume_at: datetime | None = None
