@@ -28,7 +28,6 @@ from newsletter import drafts
 from newsletter.config import settings_of
 from newsletter.db import Database
 from newsletter.db import rowcount
-from newsletter.imports import uploads
 from newsletter.models import RateLimitCounter
 from newsletter.models import SnsNotification
 
@@ -71,6 +70,10 @@ def cutoffs(config: Mapping[str, Any], now: datetime) -> dict[str, datetime]:
 
 def prune(session: so.Session, config: Mapping[str, Any]) -> Pruned:
     """Delete what is past its retention, in the session's transaction; say how much."""
+    # Imported here: newsletter.imports pulls in subscriptions and their templates, which a
+    # worker's start-up (it prunes daily) should not pay for.
+    from newsletter.imports import uploads
+
     before = cutoffs(config, clock.now())
     counters = session.execute(
         sa.delete(RateLimitCounter).where(

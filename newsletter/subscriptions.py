@@ -32,8 +32,6 @@ from newsletter.addresses import InvalidAddress
 from newsletter.addresses import InvalidName
 from newsletter.addresses import clean_name
 from newsletter.addresses import normalize_address
-from newsletter.composer import markdown
-from newsletter.composer.mjml import compile_mjml
 from newsletter.config import data_dir
 from newsletter.db import dialect_insert
 from newsletter.errors import NewsletterError
@@ -344,6 +342,10 @@ def _templates() -> jinja2.Environment:
         keep_trailing_newline=True,
     )
     i18n.install(env)
+    # Imported on first use: MJML and premailer cost a fifth of a second at start-up, and
+    # most processes (workers, most commands) never write a confirmation email.
+    from newsletter.composer import markdown
+
     env.filters["wrap"] = lambda text: "\n".join(markdown.wrap(str(text)))
     return env
 
@@ -378,6 +380,8 @@ def _compiled_html(
                 **_language_context(language),
             )
         )
+    from newsletter.composer.mjml import compile_mjml
+
     return compile_mjml(source)
 
 
