@@ -7,9 +7,10 @@ quota      `newsletter send` of N readers on SQLite (the embedded default's engi
            the command's start to its end, at 50 ms and at 200 ms SES latency. Target: >= 90%
            of the quota, no one-second window (sliding, every arrival) more than 5% over it.
 unbounded  quota 100,000/s, 50 ms: the best bare `sesv2.send_email` loop (one prebuilt message,
-           8/16/32/64 threads) vs `newsletter send` on SQLite and one `newsletter worker
-           --once` on PostgreSQL. Rates at the stub (first to last arrival); the commands'
-           start-to-end rates beside them. Target: >= 0.9x of the best bare loop each.
+           8/16/32/64 threads) vs `newsletter send` on SQLite and on PostgreSQL, and one
+           `newsletter worker --once` on PostgreSQL. Rates at the stub (first to last
+           arrival); the commands' start-to-end rates beside them. Target: >= 0.9x of the
+           best bare loop each.
 throttle   the stub answers 8% of the calls at random with 429 TooManyRequestsException (not
            caused by our rate); `newsletter send` on SQLite with NEWSLETTER_SEND_RATE=150:
            accepted messages per second as a share of 150 (target >= 50%). Stopped (SIGINT)
@@ -95,6 +96,20 @@ def sqlite_send(
     """`newsletter send` of the example issue to `messages` readers on a fresh SQLite file."""
     url = bs.fresh_sqlite(folder)
     bs.add_readers_sqlite(url, messages)
+    return cli_send(stub, url, folder, messages, rate=rate, limit=limit)
+
+
+def pg_send(stub: bs.Stub, folder: str, messages: int) -> dict:
+    """`newsletter send` of the example issue to `messages` readers on PostgreSQL."""
+    url = bs.fresh_database("sending_bench")
+    bs.add_readers(url, messages)
+    return cli_send(stub, url, folder, messages)
+
+
+def cli_send(
+    stub: bs.Stub, url: str, folder: str, messages: int, *, rate: float | None = None, limit=None
+) -> dict:
+    """Time `newsletter send` from the command's start to its end on the database at `url`."""
     env = bs.worker_env(url, stub, rate=rate)
     env["NEWSLETTER_OUTBOX_DIR"] = os.path.join(folder, "outbox")
     stub.reset()
@@ -168,6 +183,13 @@ def part_unbounded(args, folder: str) -> None:
                 f"newsletter send (SQLite): at the stub {ours['at_stub']:.1f}/s = "
                 f"{ours['at_stub'] / bare[best]:.2f}x; start to end {ours['seconds']:.2f} s = "
                 f"{ours['end_to_end']:.1f}/s = {ours['end_to_end'] / bare[best]:.2f}x",
+                flush=True,
+            )
+            pg = pg_send(stub, folder, args.messages)
+            print(
+                f"newsletter send (PostgreSQL): at the stub {pg['at_stub']:.1f}/s = "
+                f"{pg['at_stub'] / bare[best]:.2f}x; start to end {pg['seconds']:.2f} s = "
+                f"{pg['end_to_end']:.1f}/s = {pg['end_to_end'] / bare[best]:.2f}x",
                 flush=True,
             )
             worker = pg_worker(stub, args.messages)
