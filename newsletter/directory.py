@@ -44,7 +44,9 @@ from newsletter.models import Subscriber
 from newsletter.models import Subscription
 from newsletter.models import SubscriptionStatus
 from newsletter.paging import Count
+from newsletter.paging import PageOf
 from newsletter.paging import Position
+from newsletter.paging import estimate
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -144,32 +146,13 @@ class DirectoryRow:
 
 
 @dataclass(frozen=True)
-class Page:
+class Page(PageOf[DirectoryRow]):
     """A page of the directory and what the pager needs."""
 
-    rows: list[DirectoryRow]
-    has_prev: bool
-    has_next: bool
-    count: Count
     order: Order = DEFAULT_ORDER
-    # Where the first row stands among the matches; None only on an empty page.
-    position: Position | None = None
 
-    @property
-    def start(self) -> int | None:
-        return self.position.start if self.position else None
-
-    @property
-    def end(self) -> int | None:
-        return self.position.start + len(self.rows) - 1 if self.position else None
-
-    @property
-    def first_id(self) -> int | None:
-        return self.rows[0].id if self.rows else None
-
-    @property
-    def last_id(self) -> int | None:
-        return self.rows[-1].id if self.rows else None
+    def row_id(self, row: DirectoryRow) -> int:
+        return row.id
 
 
 @dataclass(frozen=True)
@@ -376,28 +359,19 @@ def _position(
         return given
     if last and counted.estimated:
         return Position(max(counted.value - len(rows) + 1, 2), about=True)
-    estimate = not counted.exact and session.get_bind().dialect.name == "postgresql"
-    if last and estimate:
+    estimated = not counted.exact and session.get_bind().dialect.name == "postgresql"
+    if last and estimated:
         # The planner's estimate of the total (the rows before, with a row comparison
         # estimated from its first column alone, came out 10 % off on ties).
-        total = max(_estimate(session, sa.select(matches.c.id)), COUNT_CAP + len(rows))
+        total = max(estimate(session, sa.select(matches.c.id)), COUNT_CAP + len(rows))
         return Position(total - len(rows) + 1, about=True)
     first = rows[0].id
     value = _sort_value(session, order, where, first)
     earlier = sa.select(matches.c.id).where(_precedes(matches, order, value, first))
-    if estimate:
-        return Position(max(_estimate(session, earlier), COUNT_CAP) + 1, about=True)
+    if estimated:
+        return Position(max(estimate(session, earlier), COUNT_CAP) + 1, about=True)
     found = session.scalar(sa.select(sa.func.count()).select_from(earlier.subquery()))
     return Position((found or 0) + 1)
-
-
-def _estimate(session: so.Session, query: sa.Select[Any]) -> int:
-    """PostgreSQL's planner estimate of the rows a query returns (no rows are read)."""
-    # Values inline: the plan is made for them, as it is for the page itself.
-    text = query.compile(dialect=session.get_bind().dialect, compile_kwargs={"literal_binds": True})
-    plan = session.execute(sa.text(f"EXPLAIN (FORMAT JSON) {text}")).scalar()
-    assert isinstance(plan, list)
-    return int(plan[0]["Plan"]["Plan Rows"])
 
 
 def _key(matches: sa.CTE, order: Order) -> sa.ColumnElement[object]:

@@ -7,6 +7,14 @@ Shared by the subscriber directory (newsletter.directory) and the sends on the i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+from typing import Generic
+from typing import TypeVar
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+Row = TypeVar("Row")
 
 
 @dataclass(frozen=True)
@@ -28,3 +36,44 @@ class Position:
 
     start: int
     about: bool = False
+
+
+@dataclass(frozen=True)
+class PageOf(Generic[Row]):
+    """One page of a console list, and what its pager needs (keyset links, "51–100 of N")."""
+
+    rows: list[Row]
+    has_prev: bool
+    has_next: bool
+    count: Count
+    # Where the first row stands among the matches; None only on an empty page.
+    position: Position | None = None
+
+    @property
+    def start(self) -> int | None:
+        return self.position.start if self.position else None
+
+    @property
+    def end(self) -> int | None:
+        return self.position.start + len(self.rows) - 1 if self.position else None
+
+    @property
+    def first_id(self) -> int | None:
+        return self.row_id(self.rows[0]) if self.rows else None
+
+    @property
+    def last_id(self) -> int | None:
+        return self.row_id(self.rows[-1]) if self.rows else None
+
+    def row_id(self, row: Row) -> int:
+        """The keyset id of a row (the pager's before/after links carry it)."""
+        raise NotImplementedError
+
+
+def estimate(session: so.Session, query: sa.Select[Any]) -> int:
+    """PostgreSQL's planner estimate of the rows a query returns (no rows are read)."""
+    # Values inline: the plan is made for them, as it is for the page itself.
+    text = query.compile(dialect=session.get_bind().dialect, compile_kwargs={"literal_binds": True})
+    plan = session.execute(sa.text(f"EXPLAIN (FORMAT JSON) {text}")).scalar()
+    assert isinstance(plan, list)
+    return int(plan[0]["Plan"]["Plan Rows"])

@@ -22,6 +22,7 @@ from newsletter.models import DeliveryStatus
 from newsletter.models import Issue
 from newsletter.models import IssueStatus
 from newsletter.paging import Count
+from newsletter.paging import PageOf
 from newsletter.paging import Position
 
 SENDS_PAGE_SIZE = 20
@@ -199,30 +200,11 @@ def issue_figures(session: so.Session, issue_id: int, *, lease: float = 30.0) ->
 
 
 @dataclass(frozen=True)
-class SendsPage:
+class SendsPage(PageOf[IssueFigures]):
     """A page of the issues page's sends, newest first, and what the pager needs."""
 
-    rows: list[IssueFigures]
-    has_prev: bool
-    has_next: bool
-    count: Count
-    position: Position | None = None
-
-    @property
-    def start(self) -> int | None:
-        return self.position.start if self.position else None
-
-    @property
-    def end(self) -> int | None:
-        return self.position.start + len(self.rows) - 1 if self.position else None
-
-    @property
-    def first_id(self) -> int | None:
-        return self.rows[0].issue.id if self.rows else None
-
-    @property
-    def last_id(self) -> int | None:
-        return self.rows[-1].issue.id if self.rows else None
+    def row_id(self, row: IssueFigures) -> int:
+        return row.issue.id
 
 
 def sends_page(
