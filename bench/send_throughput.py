@@ -162,6 +162,15 @@ def part_quota(args, folder: str) -> None:
             stub.stop()
 
 
+def compared(label: str, ours: dict, reference: float) -> str:
+    """One command's rates at the stub and start to end, as ratios of the bare loop's."""
+    return (
+        f"{label}: at the stub {ours['at_stub']:.1f}/s = {ours['at_stub'] / reference:.2f}x; "
+        f"start to end {ours['seconds']:.2f} s = {ours['end_to_end']:.1f}/s = "
+        f"{ours['end_to_end'] / reference:.2f}x"
+    )
+
+
 def part_unbounded(args, folder: str) -> None:
     print(f"## unbounded: quota 100000/s, 50 ms, {args.messages} messages")
     stub = bs.Stub(latency=0.05)
@@ -178,27 +187,13 @@ def part_unbounded(args, folder: str) -> None:
                 + f"; best {bare[best]:.1f}/s ({best} threads, {len(raw)} bytes)",
                 flush=True,
             )
-            ours = sqlite_send(stub, folder, args.messages)
-            print(
-                f"newsletter send (SQLite): at the stub {ours['at_stub']:.1f}/s = "
-                f"{ours['at_stub'] / bare[best]:.2f}x; start to end {ours['seconds']:.2f} s = "
-                f"{ours['end_to_end']:.1f}/s = {ours['end_to_end'] / bare[best]:.2f}x",
-                flush=True,
+            runs = (
+                ("newsletter send (SQLite)", lambda: sqlite_send(stub, folder, args.messages)),
+                ("newsletter send (PostgreSQL)", lambda: pg_send(stub, folder, args.messages)),
+                ("newsletter worker (PostgreSQL)", lambda: pg_worker(stub, args.messages)),
             )
-            pg = pg_send(stub, folder, args.messages)
-            print(
-                f"newsletter send (PostgreSQL): at the stub {pg['at_stub']:.1f}/s = "
-                f"{pg['at_stub'] / bare[best]:.2f}x; start to end {pg['seconds']:.2f} s = "
-                f"{pg['end_to_end']:.1f}/s = {pg['end_to_end'] / bare[best]:.2f}x",
-                flush=True,
-            )
-            worker = pg_worker(stub, args.messages)
-            print(
-                f"newsletter worker (PostgreSQL): at the stub {worker['at_stub']:.1f}/s = "
-                f"{worker['at_stub'] / bare[best]:.2f}x; start to end {worker['seconds']:.2f} s "
-                f"= {worker['end_to_end']:.1f}/s = {worker['end_to_end'] / bare[best]:.2f}x",
-                flush=True,
-            )
+            for label, run in runs:  # each printed as soon as it is done
+                print(compared(label, run(), bare[best]), flush=True)
             again = bare_loop(stub, raw, tags, args.messages, best)
             print(f"bare loop again, {best} threads: {again:.1f}/s", flush=True)
     finally:
