@@ -7,7 +7,7 @@ quota      `newsletter send` of N readers on SQLite (the embedded default's engi
            the command's start to its end, at 50 ms and at 200 ms SES latency. Target: >= 90%
            of the quota, no one-second window (sliding, every arrival) more than 5% over it.
 unbounded  quota 100,000/s, 50 ms: the best bare `sesv2.send_email` loop (one prebuilt message,
-           8/16/32/64 threads) vs `newsletter send` on SQLite and on PostgreSQL, and one
+           8/16/32/64/128/256 threads) vs `newsletter send` on SQLite and on PostgreSQL, and one
            `newsletter worker --once` on PostgreSQL. Rates at the stub (first to last
            arrival); the commands' start-to-end rates beside them. Target: >= 0.9x of the
            best bare loop each.
@@ -30,6 +30,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import benchsetup as bs
+
+
+BARE_THREADS = (8, 16, 32, 64, 128, 256)
 
 
 def prebuilt_message(url: str):
@@ -179,7 +182,9 @@ def part_unbounded(args, folder: str) -> None:
         bs.add_readers(url, 10)
         raw, tags = prebuilt_message(url)
         for _round in range(args.rounds):
-            bare = {n: bare_loop(stub, raw, tags, args.messages, n) for n in (8, 16, 32, 64)}
+            # The issue's 8-64 threads, and 128 and 256 as well (the product's default cap
+            # on calls in flight is 256): the reference is the best of them all.
+            bare = {n: bare_loop(stub, raw, tags, args.messages, n) for n in BARE_THREADS}
             best = max(bare, key=bare.get)
             print(
                 "bare loop: "

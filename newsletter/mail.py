@@ -419,6 +419,7 @@ def make_mailer(config: Mapping[str, Any]) -> Mailer:
             # Room for a worker's threads: `newsletter send` and `worker` reuse this client
             # (building a second one costs ~0.15 s of start-up).
             max_pool_connections=max(settings_of(config).send_concurrency, 10),
+            timeout=float(settings_of(config).ses_timeout),
             transport=settings_of(config).ses_transport,
         )
     if backend == "memory":

@@ -48,6 +48,9 @@ def test_environment_values_are_parsed():
         ("NEWSLETTER_SEND_RATE", "fast", "NEWSLETTER_SEND_RATE must be a number"),
         ("NEWSLETTER_SEND_RATE", "-1", "NEWSLETTER_SEND_RATE must be greater than 0"),
         ("NEWSLETTER_CONFIRM_MAX_AGE", "1.5", "NEWSLETTER_CONFIRM_MAX_AGE must be a whole number"),
+        ("NEWSLETTER_SEND_CONCURRENCY", "0", "NEWSLETTER_SEND_CONCURRENCY must be between 1 and"),
+        ("NEWSLETTER_SEND_CONCURRENCY", "-8", "NEWSLETTER_SEND_CONCURRENCY must be between 1 and"),
+        ("NEWSLETTER_SEND_CONCURRENCY", "5000", "between 1 and 1024 .* got 5000"),
     ],
 )
 def test_bad_values_name_the_variable(name, value, message):

@@ -84,6 +84,25 @@ def test_ledger_has_one_row_per_active_reader_and_is_idempotent(app, db_session,
     assert len(_statuses(db_session, issue.id)) == 12
 
 
+def test_a_starting_worker_looks_for_work_without_waiting(
+    app, db_session, weekly, outbox, monkeypatch
+):
+    # Its first round has nothing in hand to wait for: waiting the idle 0.05 s there
+    # only delayed every send's first message.
+    mailing_list, _active = weekly
+    _start(app, db_session, mailing_list)
+    waits: list[float] = []
+    collect = DeliveryWorker._collect
+
+    def spy(self, timeout):
+        waits.append(timeout)
+        return collect(self, timeout)
+
+    monkeypatch.setattr(DeliveryWorker, "_collect", spy)
+    assert _worker(app, outbox).run(until_idle=True).sent == 12
+    assert waits[0] == 0.0
+
+
 def test_worker_sends_each_reader_once_with_own_links(app, db_session, weekly, outbox):
     mailing_list, active = weekly
     issue = _start(app, db_session, mailing_list)

@@ -103,10 +103,10 @@ def test_a_send_reads_the_account_once_on_the_apps_own_client(
 @pytest.mark.parametrize(
     ("worker_config", "concurrency", "reused"),
     [
-        ({}, 64, True),  # the defaults: the app's client has a connection per thread
+        ({}, 256, True),  # the defaults: the app's client has a connection per thread
         ({}, 8, True),
-        ({}, 65, False),  # more threads than the app's client has connections for
-        ({"SES_TIMEOUT": 30.0}, 64, False),  # the app's mailer keeps its 15 s
+        ({}, 257, False),  # more threads than the app's client has connections for
+        ({"SES_TIMEOUT": 30.0}, 64, False),  # the app's mailer was built with 15 s
         ({"SES_ENDPOINT_URL": "http://127.0.0.1:2"}, 64, False),
         ({"SES_CONFIGURATION_SET": "other"}, 64, False),
     ],
@@ -134,3 +134,15 @@ def test_a_worker_builds_its_own_client_only_when_the_apps_does_not_fit(
     # A client handed in (tests, stubs) is never reused: the worker builds its own, as ever.
     given = SesMailer(client=mailer.client)
     assert worker_mailer(given, config, concurrency) is not given
+
+
+def test_the_apps_ses_client_waits_as_long_as_the_setting_says(monkeypatch):
+    # The confirmation emails and `newsletter send` use the app's client: it read 15 s
+    # whatever NEWSLETTER_SES_TIMEOUT said.
+    from newsletter.mail import make_mailer
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    mailer = make_mailer({"MAIL_BACKEND": "ses", "SES_REGION": "eu-west-1", "SES_TIMEOUT": 2.5})
+    assert mailer.client.meta.config.read_timeout == 2.5
+    assert mailer.client.meta.config.connect_timeout == 2.5

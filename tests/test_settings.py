@@ -56,3 +56,17 @@ def test_every_documented_setting_exists() -> None:
     documented = set(config.re.findall(r"`NEWSLETTER_([A-Z_0-9]+)`", README))
     documented = {name for name in documented if not name.startswith("TEST_")}
     assert documented - set(DEFAULTS) == set()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "batch_size"),
+    [
+        ({"concurrency": 1}, 50),  # never fewer than 50 rows a claim
+        ({"concurrency": 64}, 640),  # ten rounds of calls in flight
+        ({}, 1000),  # the default cap (256): at most 1,000 rows a claim
+        ({"concurrency": 1024}, 1000),
+        ({"concurrency": 1024, "batch_size": 3000}, 3000),  # an explicit size is kept
+    ],
+)
+def test_a_worker_claims_rows_in_batches_of_bounded_size(overrides, batch_size) -> None:
+    assert WorkerSettings.from_config({}, **overrides).batch_size == batch_size

@@ -11,6 +11,7 @@ from newsletter import sending
 from newsletter.cli import CliState
 from newsletter.cli import pass_state
 from newsletter.cli.worker import run_worker
+from newsletter.config import MAX_SEND_CONCURRENCY
 from newsletter.models import IssueStatus
 from newsletter.pacing import PaceSettings
 from newsletter.pacing import decide_settings
@@ -87,7 +88,9 @@ def _deliver(
     help="Send even if Gmail would clip the issue (HTML over 102 KB after minifying); "
     "its unsubscribe link is then repeated at the top.",
 )
-@click.option("--concurrency", type=click.IntRange(1, 256), default=None, hidden=True)
+@click.option(
+    "--concurrency", type=click.IntRange(1, MAX_SEND_CONCURRENCY), default=None, hidden=True
+)
 @pass_state
 def send(
     state: CliState,

@@ -11,6 +11,7 @@ from tqdm import tqdm
 from newsletter import sending
 from newsletter.cli import CliState
 from newsletter.cli import pass_state
+from newsletter.config import MAX_SEND_CONCURRENCY
 from newsletter.models import Delivery
 from newsletter.models import DeliveryStatus
 from newsletter.pacing import PaceSettings
@@ -105,10 +106,10 @@ def run_worker(
 @click.command("worker")
 @click.option(
     "--concurrency",
-    type=click.IntRange(1, 256),
+    type=click.IntRange(1, MAX_SEND_CONCURRENCY),
     default=None,
     help="Most messages in flight at once in this process; it keeps as many as the rate "
-    "needs at the measured SES latency (default: NEWSLETTER_SEND_CONCURRENCY, 64).",
+    "needs at the measured SES latency (default: NEWSLETTER_SEND_CONCURRENCY, 256).",
 )
 @click.option("--once", is_flag=True, help="Exit when nothing is left to send.")
 @click.option(

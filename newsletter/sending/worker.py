@@ -59,6 +59,8 @@ from newsletter.sending.slots import SlotBook
 
 log = logging.getLogger(__name__)
 
+MAX_CLAIM = 1000
+
 
 @dataclass
 class Progress:
@@ -95,7 +97,10 @@ class WorkerSettings:
             "max_consecutive_errors": settings.send_max_consecutive_errors,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
-        values.setdefault("batch_size", max(50, values["concurrency"] * 10))
+        # Rows claimed at a time: ten rounds of calls in flight, but not so many that one
+        # worker holds the end of a send while the others have nothing (nor that the first
+        # claim keeps a starting worker from its first call: ~25 ms per 1,000 rows).
+        values.setdefault("batch_size", max(50, min(values["concurrency"] * 10, MAX_CLAIM)))
         return cls(**values)
 
 
@@ -180,6 +185,8 @@ class DeliveryWorker(Rounds):
         self._buffer: deque[Job] = deque()
         # Rows given back in the open transaction: they leave the buffer when it commits.
         self._released: set[int] = set()
+        # Issues paused in the open transaction: said (log, progress) when it commits.
+        self._paused: dict[int, str] = {}
         self._pending: list[Outcome] = []
         self._renderers: dict[int, IssueRenderer] = {}
         self._streaks: dict[int, list[int]] = {}
@@ -292,8 +299,9 @@ class DeliveryWorker(Rounds):
     def _loop(self, pool: ThreadPoolExecutor, until_idle: bool) -> None:
         # Whether the last round had messages in hand: when it ends with none, housekeeping
         # looks at once whether the send is done (a `--once` run then exits without
-        # waiting 0.05-0.1 s more), then at its usual pace.
-        was_busy = False
+        # waiting 0.05-0.1 s more), then at its usual pace. The first round looks at once
+        # too: a worker that has just started has nothing in hand to wait for.
+        was_busy = True
         while not self._stop.is_set():
             self.book.capacity = self.in_flight_limit()
             emptied = was_busy and not (self._buffer or self.book.busy or self._pending)
