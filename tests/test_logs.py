@@ -132,3 +132,36 @@ def test_no_progress_bar_when_output_is_not_a_terminal(start_issue: Any, runner:
     assert result.exit_code == 0, result.output
     assert "Sent 3, failed 0" in result.output
     assert "\r" not in result.output and "msg/s" not in result.output
+
+
+def test_a_pause_is_said_once_when_its_round_is_written_again(
+    app: Any, start_issue: Any, caplog: Any, monkeypatch: Any
+) -> None:
+    # The round that pauses the issue fails to commit (the database went away) and is
+    # written again: "issue paused" is logged, and counted, for the round that committed.
+    import sqlalchemy.exc
+
+    issue = start_issue(readers=1)
+    check = DeliveryWorker._check_and_mark
+    failed_rounds = []
+
+    def flaky(self: Any, session: Any, due: Any) -> Any:
+        if self._paused and not failed_rounds:
+            failed_rounds.append(1)
+            raise sqlalchemy.exc.OperationalError("UPDATE", {}, Exception("connection lost"))
+        return check(self, session, due)
+
+    monkeypatch.setattr(DeliveryWorker, "_check_and_mark", flaky)
+    worker = DeliveryWorker(
+        app.extensions["newsletter.db"],
+        _FailingMailer(),
+        app.config,
+        PaceSettings(max_rate=None, quota=None),
+        settings=WorkerSettings(concurrency=2, batch_size=5, lease=30, max_consecutive_errors=1),
+    )
+    with caplog.at_level(logging.INFO):
+        progress = worker.run(until_idle=True)
+    assert failed_rounds == [1]
+    said = [r for r in caplog.records if r.getMessage().startswith("issue paused")]
+    assert len(said) == 1 and said[0].issue_id == issue.id
+    assert list(progress.paused) == [issue.id]

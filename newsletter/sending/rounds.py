@@ -28,6 +28,7 @@ import sqlalchemy.orm as so
 from newsletter import clock
 from newsletter import metrics
 from newsletter.db import Database
+from newsletter.db import rowcount
 from newsletter.models import Delivery
 from newsletter.models import DeliveryStatus
 from newsletter.models import Issue
@@ -109,6 +110,7 @@ class Rounds:
     _halt: threading.Event
     _buffer: deque[Job]
     _released: set[int]
+    _paused: dict[int, str]
     _pending: list[Outcome]
     _renderers: dict[int, IssueRenderer]
     _streaks: dict[int, list[int]]
@@ -179,6 +181,7 @@ class Rounds:
             self._buffer.extendleft(reversed(due))
             self.book.done(len(due), unused=len(due))
             self._released.clear()
+            self._paused.clear()
             if not isinstance(exc, DB_HICCUPS):
                 raise
             # The database is briefly away (or ended a session left idle too long).
@@ -192,6 +195,7 @@ class Rounds:
             if outcome.called:
                 self.latency.add(outcome.seconds)
         self._apply_released()
+        self._announce_pauses()
         if checked:
             # Every due job not sent gives its in-flight and pace slots back.
             self.book.done(len(due) - len(ready), unused=len(due) - len(ready))
@@ -338,14 +342,22 @@ class Rounds:
     def _pause(
         self, session: so.Session, issue_id: int, reason: str, resume_at: datetime | None = None
     ) -> None:
-        session.execute(
+        result = session.execute(
             sa.update(Issue)
             .where(Issue.id == issue_id, Issue.status == IssueStatus.SENDING)
             .values(status=IssueStatus.PAUSED, paused_reason=reason, resume_at=resume_at)
         )
-        self.progress.paused[issue_id] = reason
-        log.warning("issue paused: %s", reason, extra={"issue_id": issue_id})
+        if rowcount(result):
+            # Said once the transaction has committed (_announce_pauses): a round that
+            # fails is written again, and would say it twice.
+            self._paused[issue_id] = reason
         self._release_buffered(session, {issue_id})
+
+    def _announce_pauses(self) -> None:
+        for issue_id, reason in self._paused.items():
+            self.progress.paused[issue_id] = reason
+            log.warning("issue paused: %s", reason, extra={"issue_id": issue_id})
+        self._paused.clear()
 
     def _release_buffered(self, session: so.Session, issue_ids: set[int]) -> None:
         """Give the rows in hand of these issues back to the queue; they leave the buffer
@@ -376,8 +388,10 @@ class Rounds:
                     )
         except BaseException:
             self._released.clear()
+            self._paused.clear()
             raise
         self._apply_released()
+        self._announce_pauses()
 
     def _check_and_mark(self, session: so.Session, due: list[Job]) -> list[Job]:
         """Check each reader just before the send; mark the ones still wanted `sending`."""
