@@ -31,7 +31,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import benchsetup as bs
 
-
 BARE_THREADS = (8, 16, 32, 64, 128, 256)
 
 
