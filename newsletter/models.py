@@ -285,12 +285,14 @@ class Delivery(Base):
     __table_args__ = (
         sa.UniqueConstraint("issue_id", "subscriber_id"),
         sa.Index("ix_delivery_issue_status", "issue_id", "status"),
+        # A subscriber's ledger rows in id order: the console pages them newest first.
+        sa.Index("ix_delivery_subscriber_id_id", "subscriber_id", "id"),
     )
 
     id: so.Mapped[intpk]
     issue_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("issue.id", ondelete="CASCADE"))
     subscriber_id: so.Mapped[int] = so.mapped_column(
-        sa.ForeignKey("subscriber.id", ondelete="CASCADE"), index=True
+        sa.ForeignKey("subscriber.id", ondelete="CASCADE")
     )
     subscription_id: so.Mapped[int | None] = so.mapped_column(
         sa.ForeignKey("subscription.id", ondelete="SET NULL")
