@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from dataclasses import replace
 from datetime import datetime
+from typing import Any
+from typing import TypeVar
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
+from newsletter.errors import NewsletterError
 from newsletter.errors import NotFound
 from newsletter.models import Delivery
 from newsletter.models import DeliveryStatus
@@ -18,8 +22,28 @@ from newsletter.models import MailingList
 from newsletter.models import Subscriber
 from newsletter.models import Subscription
 from newsletter.models import SubscriptionEvent
+from newsletter.paging import Count
+from newsletter.paging import PageOf
+from newsletter.paging import Position
 
-HISTORY_LIMIT = 200
+HISTORY_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+
+Row = TypeVar("Row")
+
+
+class HistoryError(NewsletterError):
+    """A page of a subscriber's history asked for in a way no link makes."""
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Which page of a list: the first (newest), older than `after`, newer than `before`
+    (row ids), or the last (oldest)."""
+
+    after: int | None = None
+    before: int | None = None
+    last: bool = False
 
 
 @dataclass(frozen=True)
@@ -36,6 +60,7 @@ class SubscriptionHistory:
 class DeliveryRow:
     """One ledger row: what happened to one issue sent to this subscriber."""
 
+    id: int
     issue_id: int
     issue_title: str
     list_slug: str
@@ -50,6 +75,7 @@ class DeliveryRow:
 class FeedbackRow:
     """A bounce, complaint or delivery report from SES."""
 
+    id: int
     kind: FeedbackKind
     occurred_at: datetime
     issue_title: str | None
@@ -59,15 +85,35 @@ class FeedbackRow:
 
 
 @dataclass(frozen=True)
+class DeliveryPage(PageOf[DeliveryRow]):
+    """A page of a subscriber's ledger rows, newest first."""
+
+    # Why the list shows its newest page rather than the one asked for (an old link).
+    notice: str | None = None
+
+    def row_id(self, row: DeliveryRow) -> int:
+        return row.id
+
+
+@dataclass(frozen=True)
+class FeedbackPage(PageOf[FeedbackRow]):
+    """A page of a subscriber's feedback events, newest first."""
+
+    # Why the list shows its newest page rather than the one asked for (an old link).
+    notice: str | None = None
+
+    def row_id(self, row: FeedbackRow) -> int:
+        return row.id
+
+
+@dataclass(frozen=True)
 class History:
     """Everything the console shows about one subscriber (newest deliveries and feedback first)."""
 
     subscriber: Subscriber
     subscriptions: list[SubscriptionHistory]
-    deliveries: list[DeliveryRow]
-    feedback: list[FeedbackRow]
-    more_deliveries: bool
-    more_feedback: bool
+    deliveries: DeliveryPage
+    feedback: FeedbackPage
 
 
 def get_subscriber(session: so.Session, subscriber_id: int) -> Subscriber:
@@ -79,9 +125,22 @@ def get_subscriber(session: so.Session, subscriber_id: int) -> Subscriber:
 
 
 def subscriber_history(
-    session: so.Session, subscriber_id: int, *, limit: int = HISTORY_LIMIT
+    session: so.Session,
+    subscriber_id: int,
+    *,
+    deliveries: Cursor = Cursor(),
+    feedback: Cursor = Cursor(),
+    size: int = HISTORY_PAGE_SIZE,
 ) -> History:
-    """Return a subscriber's subscriptions, consent, status changes, ledger rows and feedback."""
+    """Return a subscriber's subscriptions, consent, status changes, and a page each of
+    ledger rows and feedback (HistoryError for a cursor no link makes).
+
+    A cursor whose page is gone (an old link) gets its list's newest page, with a notice.
+    """
+    if not 1 <= size <= MAX_PAGE_SIZE:
+        raise HistoryError(f"A page holds 1 to {MAX_PAGE_SIZE} rows.")
+    for cursor in (deliveries, feedback):
+        _check(cursor)
     subscriber = get_subscriber(session, subscriber_id)
     subscriptions = []
     for subscription, slug, name in session.execute(
@@ -99,8 +158,40 @@ def subscriber_history(
         )
         subscriptions.append(SubscriptionHistory(subscription, slug, name, events))
 
-    ledger = session.execute(
+    delivery_page = _delivery_page(session, subscriber, deliveries, size)
+    if delivery_page is None:
+        newest = _delivery_page(session, subscriber, Cursor(), size)
+        assert newest is not None
+        notice = "That page of deliveries is out of date: showing the newest."
+        delivery_page = replace(newest, notice=notice)
+    feedback_page = _feedback_page(session, subscriber, feedback, size)
+    if feedback_page is None:
+        latest = _feedback_page(session, subscriber, Cursor(), size)
+        assert latest is not None
+        notice = "That page of bounces and complaints is out of date: showing the newest."
+        feedback_page = replace(latest, notice=notice)
+    return History(subscriber, subscriptions, delivery_page, feedback_page)
+
+
+def _check(cursor: Cursor) -> None:
+    if sum((cursor.after is not None, cursor.before is not None, cursor.last)) > 1:
+        raise HistoryError("Ask for one page: after, before or last.")
+    if any(value is not None and value < 0 for value in (cursor.after, cursor.before)):
+        raise HistoryError("A page starts at a row id, which is never negative.")
+
+
+def _delivery_page(
+    session: so.Session, subscriber: Subscriber, cursor: Cursor, size: int
+) -> DeliveryPage | None:
+    """A page of ledger rows, or None if the cursor's page is empty though the list is not.
+
+    The id orders the rows, so an id that is gone still bounds a page; reads the
+    (subscriber_id, id) index.
+    """
+    mine = Delivery.subscriber_id == subscriber.id
+    query = (
         sa.select(
+            Delivery.id,
             Delivery.issue_id,
             Issue.title,
             MailingList.slug,
@@ -112,12 +203,33 @@ def subscriber_history(
         )
         .join(Issue, Issue.id == Delivery.issue_id)
         .join(MailingList, MailingList.id == Issue.list_id)
-        .where(Delivery.subscriber_id == subscriber.id)
-        .order_by(Delivery.id.desc())
-        .limit(limit + 1)
-    ).all()
-    feedback = session.execute(
+        .where(mine)
+    )
+    row_id = cursor.after if cursor.after is not None else cursor.before
+    bound = None if row_id is None else (row_id,)
+    found = _keyset(session, query, Delivery, mine, (Delivery.id,), cursor, bound, size)
+    if found is None:
+        return None
+    rows, total, newer = found
+    return DeliveryPage(*_pager([DeliveryRow(*row) for row in rows], total, newer))
+
+
+def _feedback_page(
+    session: so.Session, subscriber: Subscriber, cursor: Cursor, size: int
+) -> FeedbackPage | None:
+    """A page of feedback events in (occurred_at, id) order, or None for a cursor that is
+    not one of this subscriber's events or whose page is empty though the list is not.
+
+    The cursor is an event id; its time is looked up, so events at the same instant page
+    by id and none is shown twice or skipped.
+    """
+    mine = sa.or_(
+        FeedbackEvent.subscriber_id == subscriber.id,
+        FeedbackEvent.email == subscriber.email,
+    )
+    query = (
         sa.select(
+            FeedbackEvent.id,
             FeedbackEvent.kind,
             FeedbackEvent.occurred_at,
             Issue.title,
@@ -126,20 +238,72 @@ def subscriber_history(
             FeedbackEvent.detail,
         )
         .outerjoin(Issue, Issue.id == FeedbackEvent.issue_id)
-        .where(
-            sa.or_(
-                FeedbackEvent.subscriber_id == subscriber.id,
-                FeedbackEvent.email == subscriber.email,
-            )
-        )
-        .order_by(FeedbackEvent.occurred_at.desc(), FeedbackEvent.id.desc())
-        .limit(limit + 1)
-    ).all()
-    return History(
-        subscriber=subscriber,
-        subscriptions=subscriptions,
-        deliveries=[DeliveryRow(*row) for row in ledger[:limit]],
-        feedback=[FeedbackRow(*row) for row in feedback[:limit]],
-        more_deliveries=len(ledger) > limit,
-        more_feedback=len(feedback) > limit,
+        .where(mine)
     )
+    bound: tuple[datetime, int] | None = None
+    event_id = cursor.after if cursor.after is not None else cursor.before
+    if event_id is not None:
+        at = session.scalar(
+            sa.select(FeedbackEvent.occurred_at).where(mine, FeedbackEvent.id == event_id)
+        )
+        if at is None:
+            return None
+        bound = (at, event_id)
+    keys = (FeedbackEvent.occurred_at, FeedbackEvent.id)
+    found = _keyset(session, query, FeedbackEvent, mine, keys, cursor, bound, size)
+    if found is None:
+        return None
+    rows, total, newer = found
+    return FeedbackPage(*_pager([FeedbackRow(*row) for row in rows], total, newer))
+
+
+def _keyset(
+    session: so.Session,
+    query: sa.Select[*tuple[Any, ...]],
+    entity: type[Delivery] | type[FeedbackEvent],
+    mine: sa.ColumnElement[bool],
+    keys: tuple[so.InstrumentedAttribute[Any], ...],
+    cursor: Cursor,
+    bound: tuple[Any, ...] | None,
+    size: int,
+) -> tuple[list[Any], int, int] | None:
+    """A page of `query` (which selects the `keys`) in descending `keys`, the
+    number of rows in the list, and how many of them are newer than the page.
+
+    `bound` is the key value of the cursor's row. None if the cursor's page is empty
+    though the list is not (an out-of-date link).
+    """
+    if bound is not None:
+        pair, value = _row_value(keys, bound)
+        query = query.where(pair < value if cursor.after is not None else pair > value)
+    # Before a row, and the last page, are read oldest first and flipped.
+    backwards = cursor.last or cursor.before is not None
+    order = [key.asc() if backwards else key.desc() for key in keys]
+    rows = list(session.execute(query.order_by(*order).limit(size)).all())
+    if backwards:
+        rows.reverse()
+    count = sa.select(sa.func.count()).select_from(entity).where(mine)
+    total = session.scalar(count) or 0
+    if not rows:
+        return None if total and cursor != Cursor() else ([], total, 0)
+    pair, first = _row_value(keys, tuple(rows[0]._mapping[key] for key in keys))
+    newer = session.scalar(count.where(pair > first)) or 0
+    return rows, total, newer
+
+
+def _row_value(
+    keys: tuple[so.InstrumentedAttribute[Any], ...], values: tuple[Any, ...]
+) -> tuple[sa.ColumnElement[Any], sa.ColumnElement[Any]]:
+    """The keys and the values as SQL to compare (row values for more than one key)."""
+    literals = [sa.literal(value, key.type) for key, value in zip(keys, values, strict=True)]
+    if len(keys) == 1:
+        return keys[0].expression, literals[0]
+    return sa.tuple_(*keys), sa.tuple_(*literals)
+
+
+def _pager(
+    rows: list[Row], total: int, newer: int
+) -> tuple[list[Row], bool, bool, Count, Position | None]:
+    """A page's rows with what its pager needs, from the exact counts."""
+    position = Position(newer + 1) if rows else None
+    return rows, newer > 0, newer + len(rows) < total, Count(total), position

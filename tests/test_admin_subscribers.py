@@ -392,11 +392,11 @@ def test_history_lists_the_right_rows(app, people, db_session, make_ledger):
     history = history_core.subscriber_history(db_session, fritz.id)
     assert [h.list_slug for h in history.subscriptions] == ["weekly"]
     assert [e.reason for e in history.subscriptions[0].events] == ["confirm", "complaint"]
-    assert [(d.issue_title, d.status) for d in history.deliveries] == [
+    assert [(d.issue_title, d.status) for d in history.deliveries.rows] == [
         ("Issue 1", DeliveryStatus.SENT)
     ]
-    assert [f.kind for f in history.feedback] == [FeedbackKind.COMPLAINT]
-    assert history.more_deliveries is False
+    assert [f.kind for f in history.feedback.rows] == [FeedbackKind.COMPLAINT]
+    assert (history.deliveries.has_prev, history.deliveries.has_next) == (False, False)
 
 
 def test_unknown_subscriber_is_404(admin_client, people):

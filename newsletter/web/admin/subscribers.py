@@ -22,6 +22,7 @@ from newsletter import history as history_core
 from newsletter import lists as lists_core
 from newsletter import subscribers as subscribers_core
 from newsletter.models import SubscriptionStatus
+from newsletter.paging import PageOf
 from newsletter.web import commit
 from newsletter.web import database
 from newsletter.web import db_session
@@ -227,6 +228,53 @@ def subscriber(subscriber_id: int) -> Any:
     return _subscriber_page(subscriber_id)
 
 
+# The subscriber page's two paged lists, each with its own ?<list>_after=, _before=, _last=1.
+HISTORY_LISTS = {"deliveries": "deliveries", "feedback": "bounces and complaints"}
+
+
+def _history_cursor(name: str) -> tuple[history_core.Cursor, bool]:
+    """One list's page from the query string, and whether its link was damaged (then the
+    list shows its newest page)."""
+    after, before = (request.args.get(f"{name}_{end}", "") for end in ("after", "before"))
+    last = request.args.get(f"{name}_last") == "1"
+    given = [value for value in (after, before) if value]
+    if not given and not last:
+        return history_core.Cursor(), False
+    if len(given) + last > 1 or not all(
+        value.isdigit() and len(value) <= MAX_CURSOR_DIGITS for value in given
+    ):
+        return history_core.Cursor(), True
+    return history_core.Cursor(
+        after=int(after) if after else None, before=int(before) if before else None, last=last
+    ), False
+
+
+def _cursor_args(name: str, cursor: history_core.Cursor) -> dict[str, Any]:
+    """The query arguments that keep a list on its page."""
+    values = {"after": cursor.after, "before": cursor.before, "last": 1 if cursor.last else None}
+    return {f"{name}_{key}": value for key, value in values.items() if value is not None}
+
+
+def _history_links(
+    subscriber_id: int, name: str, page: PageOf[Any], keep: dict[str, Any]
+) -> dict[str, str | None]:
+    """A list's pager links; `keep` holds the other list to its page."""
+
+    def url(**args: Any) -> str:
+        return url_for(
+            "admin.subscriber", subscriber_id=subscriber_id, _anchor=name, **keep, **args
+        )
+
+    links: dict[str, str | None] = dict.fromkeys(("first", "prev", "next", "last"))
+    if page.has_prev and page.first_id is not None:
+        links["first"] = url()
+        links["prev"] = url(**{f"{name}_before": page.first_id})
+    if page.has_next and page.last_id is not None:
+        links["next"] = url(**{f"{name}_after": page.last_id})
+        links["last"] = url(**{f"{name}_last": 1})
+    return links
+
+
 def _subscriber_page(
     subscriber_id: int,
     *,
@@ -234,12 +282,39 @@ def _subscriber_page(
     status: int = 200,
     confirm_unsubscribe: bool = False,
 ) -> Any:
-    history = history_core.subscriber_history(db_session(), subscriber_id)
+    cursors, errors = {}, [error] if error else []
+    for name, label in HISTORY_LISTS.items():
+        cursors[name], damaged = _history_cursor(name)
+        if damaged:
+            errors.append(f"That page link of the {label} is damaged: showing the newest.")
+            status = 400
+    history = history_core.subscriber_history(
+        db_session(),
+        subscriber_id,
+        deliveries=cursors["deliveries"],
+        feedback=cursors["feedback"],
+        size=current_app.config.get("ADMIN_HISTORY_PAGE_SIZE", history_core.HISTORY_PAGE_SIZE),
+    )
+    pages: dict[str, Any] = {"deliveries": history.deliveries, "feedback": history.feedback}
+    for name, page in pages.items():
+        if page.notice:
+            errors.append(page.notice)
+            cursors[name] = history_core.Cursor()
+    args = {name: _cursor_args(name, cursor) for name, cursor in cursors.items()}
+    # Paging one list keeps the other on its page.
+    links = {
+        "deliveries": _history_links(
+            subscriber_id, "deliveries", history.deliveries, args["feedback"]
+        ),
+        "feedback": _history_links(subscriber_id, "feedback", history.feedback, args["deliveries"]),
+    }
     return (
         render_template(
             "admin/subscriber.html",
             history=history,
-            error=error,
+            errors=errors,
+            links=links,
+            paged={name: bool(value) for name, value in args.items()},
             confirm_unsubscribe=confirm_unsubscribe,
         ),
         status,
