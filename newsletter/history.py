@@ -28,6 +28,9 @@ from newsletter.paging import Position
 
 HISTORY_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+# Row ids are INTEGER columns: a cursor past this is past every row (and PostgreSQL would
+# refuse to compare with it).
+MAX_ROW_ID = 2**31 - 1
 
 Row = TypeVar("Row")
 
@@ -139,8 +142,7 @@ def subscriber_history(
     """
     if not 1 <= size <= MAX_PAGE_SIZE:
         raise HistoryError(f"A page holds 1 to {MAX_PAGE_SIZE} rows.")
-    for cursor in (deliveries, feedback):
-        _check(cursor)
+    deliveries, feedback = _checked(deliveries), _checked(feedback)
     subscriber = get_subscriber(session, subscriber_id)
     subscriptions = []
     for subscription, slug, name in session.execute(
@@ -168,16 +170,23 @@ def subscriber_history(
     if feedback_page is None:
         latest = _feedback_page(session, subscriber, Cursor(), size)
         assert latest is not None
+        # Any cursor is out of date on an empty list, and there is nothing to say.
         notice = "That page of bounces and complaints is out of date: showing the newest."
-        feedback_page = replace(latest, notice=notice)
+        feedback_page = replace(latest, notice=notice if latest.rows else None)
     return History(subscriber, subscriptions, delivery_page, feedback_page)
 
 
-def _check(cursor: Cursor) -> None:
+def _checked(cursor: Cursor) -> Cursor:
+    """The cursor with its id within the ids' range (HistoryError if no link makes it)."""
     if sum((cursor.after is not None, cursor.before is not None, cursor.last)) > 1:
         raise HistoryError("Ask for one page: after, before or last.")
     if any(value is not None and value < 0 for value in (cursor.after, cursor.before)):
         raise HistoryError("A page starts at a row id, which is never negative.")
+    return Cursor(
+        after=None if cursor.after is None else min(cursor.after, MAX_ROW_ID),
+        before=None if cursor.before is None else min(cursor.before, MAX_ROW_ID),
+        last=cursor.last,
+    )
 
 
 def _delivery_page(

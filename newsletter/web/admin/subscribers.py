@@ -241,7 +241,7 @@ def _history_cursor(name: str) -> tuple[history_core.Cursor, bool]:
     if not given and not last:
         return history_core.Cursor(), False
     if len(given) + last > 1 or not all(
-        value.isdigit() and len(value) <= MAX_CURSOR_DIGITS for value in given
+        value.isascii() and value.isdigit() and len(value) <= MAX_CURSOR_DIGITS for value in given
     ):
         return history_core.Cursor(), True
     return history_core.Cursor(
