@@ -22,15 +22,13 @@ from newsletter.models import MailingList
 from newsletter.models import Subscriber
 from newsletter.models import Subscription
 from newsletter.models import SubscriptionEvent
+from newsletter.paging import MAX_ROW_ID
 from newsletter.paging import Count
 from newsletter.paging import PageOf
 from newsletter.paging import Position
 
 HISTORY_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
-# Row ids are INTEGER columns: a cursor past this is past every row (and PostgreSQL would
-# refuse to compare with it).
-MAX_ROW_ID = 2**31 - 1
 
 Row = TypeVar("Row")
 

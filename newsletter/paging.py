@@ -16,6 +16,10 @@ import sqlalchemy.orm as so
 
 Row = TypeVar("Row")
 
+# Row ids are INTEGER columns: a cursor past this is past every row (and PostgreSQL refuses
+# to compare an INTEGER with a larger number).
+MAX_ROW_ID = 2**31 - 1
+
 
 @dataclass(frozen=True)
 class Count:

@@ -71,7 +71,9 @@ def test_one_page_of_sends_has_no_pager(admin_client, make_ledger):
     assert 'class="pager"' not in html
 
 
-@pytest.mark.parametrize("query", ["after=x", "before=-1", "after=1&before=2", "after=" + "9" * 40])
+@pytest.mark.parametrize(
+    "query", ["after=x", "before=-1", "after=1&before=2", "after=" + "9" * 40, "before=%C2%B2"]
+)
 def test_a_damaged_sends_page_link_is_a_clear_400(admin_client, five_sends, query):
     response = admin_client.get(f"/admin/issues?{query}")
     assert response.status_code == 400
@@ -83,3 +85,11 @@ def test_a_cursor_past_the_end_says_so_with_a_way_back(admin_client, five_sends)
     assert 'class="table issue-figures' not in html
     assert "No sends on this page (an old link?)" in html
     assert '<a href="/admin/issues">See the newest</a>' in html
+
+
+@pytest.mark.parametrize("page", ["/admin/issues", "/admin/subscribers"])
+def test_a_cursor_past_every_id_is_no_500(admin_client, five_sends, page):
+    # Twelve digits pass as a cursor, but no INTEGER id is that large (PostgreSQL refused).
+    for query in ("after=99999999999", "before=99999999999"):
+        response = admin_client.get(f"{page}?{query}")
+        assert response.status_code == 200, query

@@ -22,6 +22,7 @@ from newsletter import history as history_core
 from newsletter import lists as lists_core
 from newsletter import subscribers as subscribers_core
 from newsletter.models import SubscriptionStatus
+from newsletter.paging import MAX_ROW_ID
 from newsletter.paging import PageOf
 from newsletter.web import commit
 from newsletter.web import database
@@ -45,9 +46,10 @@ def _cursor(name: str) -> int | None:
     value = request.args.get(name, "")
     if not value:
         return None
-    if not value.isdigit() or len(value) > MAX_CURSOR_DIGITS:
+    # isascii: "²" is a digit to isdigit() but not to int().
+    if not (value.isascii() and value.isdigit()) or len(value) > MAX_CURSOR_DIGITS:
         abort(400, description="This page link is damaged. Start again from the first page.")
-    return int(value)
+    return min(int(value), MAX_ROW_ID)
 
 
 def _filter_args(filters: directory.Filters) -> dict[str, str]:
