@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from newsletter import sending
+from newsletter.models import Delivery
 from newsletter.models import IssueStatus
 from newsletter.models import SubscriptionStatus
 from tests.conftest import EDITOR_EMAIL
@@ -73,6 +75,9 @@ def test_every_console_page_fits_at_1280_and_390(
     issue.status = IssueStatus.SENT
     db_session.commit()
     issue_id = issue.id
+    reader_id = db_session.scalar(
+        sa.select(Delivery.subscriber_id).where(Delivery.issue_id == issue_id).limit(1)
+    )
     subscriber_id = make_subscriber(weekly, email="zoë@example.com").subscriber_id
 
     ARTIFACTS.mkdir(exist_ok=True)
@@ -192,6 +197,10 @@ def test_every_console_page_fits_at_1280_and_390(
     for label in ("Address", "Name", "Status", "Confirmed", "Since"):
         assert page.locator(f"th a.button.link:text('{label}')").is_visible(), label
     assert page.locator("th:text('Lists')").is_hidden()
+    assert _overflow(page) <= 0
+    # A reader the issue went to: their deliveries say where the page is, as lists do.
+    page.goto(f"{live_server}/admin/subscribers/{reader_id}")
+    assert page.inner_text("#deliveries-count") == "1–1 of 1 delivery"
     assert _overflow(page) <= 0
 
 
