@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import threading
+import time
 from collections.abc import Callable
 from collections.abc import Iterator
 from datetime import UTC
@@ -121,21 +122,73 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+# How long a test run waits for another run of the same checkout to finish with the
+# PostgreSQL test database before it gives up.
+PG_BUSY_WAIT = 900.0
+TEST_RUN_LOCK = 0x6E6C
+
+
+def _hold_test_database(conn: sa.Connection, say: Callable[[str], None]) -> None:
+    """Take the test database for this run (a session-level advisory lock, released when
+    the connection closes, even if the run is killed): two runs of one checkout at once
+    truncate each other's tables mid-test, which looks like flaky workers."""
+    deadline = time.monotonic() + PG_BUSY_WAIT
+    told = False
+    # The two-key form: its own key space, apart from the workers' one-key recovery lock.
+    key = {"run": TEST_RUN_LOCK}
+    taken = "SELECT pg_try_advisory_lock(:run, hashtext(current_database()))"
+    while not conn.scalar(sa.text(taken), key):
+        holder = conn.scalar(
+            sa.text(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                "AND classid = :run AND objsubid = 2 "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            ),
+            key,
+        )
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"another test run (PostgreSQL backend {holder}) has held {PG_URL} for "
+                f"{PG_BUSY_WAIT:g} s; stop it, or set NEWSLETTER_TEST_POSTGRES_URL"
+            )
+        if not told:
+            say(f"waiting for another test run (PostgreSQL backend {holder}) to end: {PG_URL}")
+            told = True
+        conn.commit()
+        time.sleep(1.0)
+    conn.commit()  # the lock outlives the transaction: the connection is idle, locks nothing
+
+
+def _tell(config: pytest.Config, line: str) -> None:
+    """Write a line on the terminal now (output is captured while fixtures set up)."""
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if capture is None or reporter is None:
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.write_line(line)
+
+
 @pytest.fixture(scope="session")
-def postgres_url() -> str:
-    """The migrated PostgreSQL test database's URL."""
+def postgres_url(pytestconfig: pytest.Config) -> Iterator[str]:
+    """The migrated PostgreSQL test database's URL, held by this run until it ends."""
     reason = _postgres_ready(PG_URL)
     if reason:
         if IN_CI:
             pytest.fail(f"PostgreSQL is required in CI: {reason}")
         pytest.skip(f"PostgreSQL not reachable ({reason}); .ci/run starts it")
     engine = make_engine(PG_URL)
-    with engine.begin() as conn:
-        conn.exec_driver_sql("DROP SCHEMA public CASCADE")
-        conn.exec_driver_sql("CREATE SCHEMA public")
-    migrations.upgrade(engine)
-    engine.dispose()
-    return PG_URL
+    guard = engine.connect()
+    try:
+        _hold_test_database(guard, lambda line: _tell(pytestconfig, line))
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP SCHEMA public CASCADE")
+            conn.exec_driver_sql("CREATE SCHEMA public")
+        migrations.upgrade(engine)
+        yield PG_URL
+    finally:
+        guard.close()
+        engine.dispose()
 
 
 def _truncate_all(url: str) -> None:
