@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import replace
 from datetime import datetime
@@ -158,20 +159,30 @@ def subscriber_history(
         )
         subscriptions.append(SubscriptionHistory(subscription, slug, name, events))
 
-    delivery_page = _delivery_page(session, subscriber, deliveries, size)
-    if delivery_page is None:
-        newest = _delivery_page(session, subscriber, Cursor(), size)
-        assert newest is not None
-        notice = "That page of deliveries is out of date: showing the newest."
-        delivery_page = replace(newest, notice=notice)
-    feedback_page = _feedback_page(session, subscriber, feedback, size)
-    if feedback_page is None:
-        latest = _feedback_page(session, subscriber, Cursor(), size)
-        assert latest is not None
-        # Any cursor is out of date on an empty list, and there is nothing to say.
-        notice = "That page of bounces and complaints is out of date: showing the newest."
-        feedback_page = replace(latest, notice=notice if latest.rows else None)
+    delivery_page = _or_newest(
+        lambda cursor: _delivery_page(session, subscriber, cursor, size), deliveries, "deliveries"
+    )
+    feedback_page = _or_newest(
+        lambda cursor: _feedback_page(session, subscriber, cursor, size),
+        feedback,
+        "bounces and complaints",
+    )
     return History(subscriber, subscriptions, delivery_page, feedback_page)
+
+
+Page = TypeVar("Page", "DeliveryPage", "FeedbackPage")
+
+
+def _or_newest(read: Callable[[Cursor], Page | None], cursor: Cursor, label: str) -> Page:
+    """The cursor's page, or the newest page with a notice when the cursor's is gone."""
+    page = read(cursor)
+    if page is not None:
+        return page
+    newest = read(Cursor())
+    assert newest is not None  # the first page always exists, empty or not
+    # Any cursor is out of date on an empty list, and there is nothing to say.
+    notice = f"That page of {label} is out of date: showing the newest."
+    return replace(newest, notice=notice if newest.rows else None)
 
 
 def _checked(cursor: Cursor) -> Cursor:

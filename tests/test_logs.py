@@ -105,18 +105,23 @@ class _FailingMailer(MemoryMailer):
         raise RuntimeError("unexpected")
 
 
-def test_worker_records_carry_the_worker_and_issue_ids(
-    app: Any, start_issue: Any, caplog: Any
-) -> None:
-    issue = start_issue(readers=1)
-    logs.configure(environ={})  # as `newsletter worker` does
-    worker = DeliveryWorker(
+def _failing_worker(app: Any) -> DeliveryWorker:
+    """A worker whose every call fails, and whose first failure pauses the issue."""
+    return DeliveryWorker(
         app.extensions["newsletter.db"],
         _FailingMailer(),
         app.config,
         PaceSettings(max_rate=None, quota=None),
         settings=WorkerSettings(concurrency=2, batch_size=5, lease=30, max_consecutive_errors=1),
     )
+
+
+def test_worker_records_carry_the_worker_and_issue_ids(
+    app: Any, start_issue: Any, caplog: Any
+) -> None:
+    issue = start_issue(readers=1)
+    logs.configure(environ={})  # as `newsletter worker` does
+    worker = _failing_worker(app)
     with caplog.at_level(logging.INFO):
         worker.run(until_idle=True)
     thread = [r for r in caplog.records if r.getMessage() == "about to fail"]
@@ -152,13 +157,7 @@ def test_a_pause_is_said_once_when_its_round_is_written_again(
         return check(self, session, due)
 
     monkeypatch.setattr(DeliveryWorker, "_check_and_mark", flaky)
-    worker = DeliveryWorker(
-        app.extensions["newsletter.db"],
-        _FailingMailer(),
-        app.config,
-        PaceSettings(max_rate=None, quota=None),
-        settings=WorkerSettings(concurrency=2, batch_size=5, lease=30, max_consecutive_errors=1),
-    )
+    worker = _failing_worker(app)
     with caplog.at_level(logging.INFO):
         progress = worker.run(until_idle=True)
     assert failed_rounds == [1]

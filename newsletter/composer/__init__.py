@@ -6,9 +6,9 @@ and text carry placeholders that render_for_reader fills for each reader.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
-from typing import Any
+
+from newsletter.lazy_names import lazy_getattr
 
 if TYPE_CHECKING:
     from newsletter.composer.issue_email import ClippedIssue
@@ -62,13 +62,4 @@ _HOMES = {
     "render_web_version": "newsletter.composer.placeholders",
 }
 
-
-def __getattr__(name: str) -> Any:
-    """Import a public name's module on first use."""
-    try:
-        module = _HOMES[name]
-    except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _HOMES)

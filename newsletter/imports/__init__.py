@@ -12,9 +12,9 @@ postgres_store, importer (running an import), and jobs (the console's background
 an ImportJob row each, whose counters it shows while the import runs).
 """
 
-import importlib
 from typing import TYPE_CHECKING
-from typing import Any
+
+from newsletter.lazy_names import lazy_getattr
 
 if TYPE_CHECKING:
     from newsletter.imports.importer import POSTGRES_LANES
@@ -86,15 +86,4 @@ _PARTS = frozenset(
     ("reading", "rows", "batches", "sqlite_store", "postgres_store", "importer", "jobs", "report")
 )
 
-
-def __getattr__(name: str) -> Any:
-    """Import a public name's module (or a part, `imports.importer`) on first use."""
-    if name in _PARTS:
-        return importlib.import_module(f"{__name__}.{name}")
-    try:
-        module = _HOMES[name]
-    except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _HOMES, _PARTS)

@@ -42,12 +42,17 @@ def _filters() -> directory.Filters:
     )
 
 
+def _well_formed(value: str) -> bool:
+    """Whether a page link's row id is as a link writes it."""
+    # isascii: "²" is a digit to isdigit() but not to int().
+    return value.isascii() and value.isdigit() and len(value) <= MAX_CURSOR_DIGITS
+
+
 def _cursor(name: str) -> int | None:
     value = request.args.get(name, "")
     if not value:
         return None
-    # isascii: "²" is a digit to isdigit() but not to int().
-    if not (value.isascii() and value.isdigit()) or len(value) > MAX_CURSOR_DIGITS:
+    if not _well_formed(value):
         abort(400, description="This page link is damaged. Start again from the first page.")
     return min(int(value), MAX_ROW_ID)
 
@@ -242,9 +247,7 @@ def _history_cursor(name: str) -> tuple[history_core.Cursor, bool]:
     given = [value for value in (after, before) if value]
     if not given and not last:
         return history_core.Cursor(), False
-    if len(given) + last > 1 or not all(
-        value.isascii() and value.isdigit() and len(value) <= MAX_CURSOR_DIGITS for value in given
-    ):
+    if len(given) + last > 1 or not all(_well_formed(value) for value in given):
         return history_core.Cursor(), True
     return history_core.Cursor(
         after=int(after) if after else None, before=int(before) if before else None, last=last
